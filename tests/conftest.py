@@ -1,0 +1,19 @@
+"""Shared fixtures.
+
+The CUDA twins are tested on numba's CUDA simulator unless the caller chose otherwise
+(``NUMBA_ENABLE_CUDASIM=0 pytest`` on a machine with a GPU runs them for real). The variable
+must be set before numba is first imported, which is why it is the first thing here.
+"""
+
+import os
+
+os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "1")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+
+@pytest.fixture
+def rng():
+    """A seeded generator, so that every random case is the same on every run."""
+    return np.random.default_rng(0)
