@@ -1,0 +1,8 @@
+"""The SSD network: base network and extra layers (backbone.py), prediction heads (heads.py),
+and the ``SSD`` module that ties them to their default boxes (ssd.py)."""
+
+from .ssd import (CONFIGS, MODELS, SSD, SSD300_CONFIG, TINY_CONFIG, SSDConfig, build_model,
+                  ssd300_vgg16, ssd_tiny)
+
+__all__ = ["SSD", "SSDConfig", "SSD300_CONFIG", "TINY_CONFIG", "ssd300_vgg16", "ssd_tiny",
+           "build_model", "MODELS", "CONFIGS"]

@@ -1,0 +1,175 @@
+"""SSD: base network + extra layers + prediction heads, and the default boxes that go with them.
+
+One ``SSDConfig`` describes a whole detector: the layer tables of each stage (one stage per
+source map, see backbone.py) and the ``PriorConfig`` of its default boxes. ``SSD(config)``
+checks that the feature maps the tables produce are exactly the maps the priors are laid on,
+and gives each head as many boxes per location as the priors have, so network and priors
+can never disagree.
+
+Forward, for images (B, 3, S, S):
+
+    x = images
+    for each stage m:   x = stage_m(x);  source_m = x   (L2Norm(x) on SSD300's conv4_3)
+    loc, conf = heads(source_1 .. source_M)            (B, P, 4), (B, P, C+1)
+
+Backward walks the same path in reverse: the heads give one gradient per source map; the
+gradient reaching stage m's output is its source gradient plus what stage m+1 sends back.
+"""
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..nn import L2Norm, Module
+from ..priors import SSD300_VOC, PriorConfig, default_boxes
+from .backbone import SSD300_TABLES, build_stage, receptive_field, stage_output
+from .heads import MultiBoxHead
+
+
+@dataclass(frozen=True)
+class SSDConfig:
+    """Everything that fixes a detector's shape.
+
+    - name: a short name stored in checkpoints ("ssd300", "tiny").
+    - tables: one layer table per source map (backbone.py explains the entries).
+    - priors: the default boxes; ``priors.image_size`` is the network's input side and
+      ``priors.feature_maps`` must equal the sides the tables produce.
+    - batch_norm: BatchNorm2d after every convolution of the tables (not the heads).
+    - l2norm_first: L2Norm (scale 20) on the first source map, as SSD300 does on conv4_3.
+    - mean, std: per-channel normalisation of the RGB input in [0, 1]
+      (``(pixel / 255 - mean) / std``), which the data loader and detect apply.
+    """
+
+    name: str
+    tables: tuple
+    priors: PriorConfig
+    batch_norm: bool = False
+    l2norm_first: bool = False
+    mean: tuple = (0.485, 0.456, 0.406)  # ImageNet statistics, the usual choice
+    std: tuple = (0.229, 0.224, 0.225)
+    notes: str = field(default="", compare=False)
+
+    @property
+    def input_size(self):
+        return self.priors.image_size
+
+    def feature_maps(self, in_channels=3):
+        """[(side, channels)] of every source map, by arithmetic on the tables."""
+        size, channels, maps = self.input_size, in_channels, []
+        for table in self.tables:
+            size, channels = stage_output(table, size, channels)
+            maps.append((size, channels))
+        return maps
+
+    def receptive_fields(self):
+        """[(receptive field in pixels, stride in pixels)] of every source map."""
+        return [receptive_field(self.tables, m) for m in range(len(self.tables))]
+
+
+# ---- SSD300 (Liu et al. 2016, table 1 / fig. 2) ----------------------------------------------
+SSD300_CONFIG = SSDConfig(name="ssd300", tables=SSD300_TABLES, priors=SSD300_VOC,
+                          batch_norm=False, l2norm_first=True)
+
+# ---- tiny SSD for tiny-voc ---------------------------------------------------------------------
+# Input 128: the tiny-voc objects span ~8% to ~70% of the image side. Five source maps,
+# 16, 8, 4, 2, 1 (strides 8, 16, 32, 64, 128 pixels), each the same idea as SSD300's six:
+# early large maps with small boxes, late small maps with large boxes. The scales follow the
+# paper's formula with s_min = 0.1 on the first map. docs/ch06-network.md has the reasoning
+# (receptive field of each map against its box sizes) and the costs.
+TINY_TABLES = (
+    # 128 -> 64 -> 32 -> 16: source 1, 16x16 (stride 8; boxes 0.1 = 13 px)
+    (16, "M", 32, "M", 64, 64, "M", 96, 96),
+    # 16 -> 8: source 2, 8x8 (stride 16)
+    ("M", 128, 128),
+    # 8 -> 4 -> 2 -> 1: sources 3-5, the extra layers (1x1 bottleneck, 3x3 stride 2)
+    (("conv", 64, 1, 1, 0, 1), ("conv", 128, 3, 2, 1, 1)),
+    (("conv", 64, 1, 1, 0, 1), ("conv", 128, 3, 2, 1, 1)),
+    (("conv", 64, 1, 1, 0, 1), ("conv", 128, 3, 2, 1, 1)),
+)
+TINY_PRIORS = PriorConfig.from_scales(128, (16, 8, 4, 2, 1), s_min=0.1, s_max=0.85,
+                                      aspect_ratios=((2,), (2, 3), (2, 3), (2,), (2,)))
+TINY_CONFIG = SSDConfig(name="tiny", tables=TINY_TABLES, priors=TINY_PRIORS, batch_norm=True)
+
+
+class SSD(Module):
+    """The Single Shot MultiBox Detector as a Module.
+
+    - images: (B, 3, S, S) float32, S = config.input_size, normalised with config.mean/std
+    - forward -> loc (B, P, 4) encoded offsets, conf (B, P, num_classes + 1) logits,
+      in the order of ``self.priors`` (= ``default_boxes(config.priors)``)
+    - backward(dloc, dconf) -> gradient w.r.t. images (None: the first conv skips it)
+    - num_classes: object classes, background excluded (label 0 is background)
+    - seed: the initialisation's seed (He normal for the body, Xavier uniform for the heads)
+    """
+
+    def __init__(self, config, num_classes, seed=0):
+        if num_classes < 1:
+            raise ValueError(f"SSD: num_classes must be >= 1, got {num_classes}")
+        maps = config.feature_maps()
+        sides = tuple(side for side, _ in maps)
+        if sides != tuple(config.priors.feature_maps):
+            raise ValueError(f"SSDConfig {config.name!r}: the tables produce feature maps {sides} "
+                             f"but the priors are laid on {tuple(config.priors.feature_maps)}")
+        self.config, self.num_classes = config, int(num_classes)
+        rng = np.random.default_rng(seed)
+        self.stages, in_channels = [], 3
+        for table in config.tables:
+            stage, in_channels = build_stage(table, in_channels, config.batch_norm, rng)
+            self.stages.append(stage)
+        self.stages[0][0].needs_input_grad = False  # nobody needs d(loss)/d(image): skip it
+        self.l2norm = L2Norm(maps[0][1], scale=20.0) if config.l2norm_first else None
+        self.heads = MultiBoxHead([c for _, c in maps], config.priors.boxes_per_location,
+                                  num_classes, rng)
+        self.priors = default_boxes(config.priors)  # (P, 4) centre form
+
+    @property
+    def num_priors(self):
+        return len(self.priors)
+
+    def forward(self, images):
+        S = self.config.input_size
+        if images.ndim != 4 or images.shape[1:] != (3, S, S):
+            raise ValueError(f"SSD({self.config.name}): images must be (B, 3, {S}, {S}), got {images.shape}")
+        sources, x = [], images
+        for m, stage in enumerate(self.stages):
+            x = stage.forward(x)  # (B, C_m, f_m, f_m)
+            sources.append(self.l2norm.forward(x) if m == 0 and self.l2norm else x)
+        return self.heads.forward(sources)  # (B, P, 4), (B, P, C+1)
+
+    def backward(self, dloc, dconf):
+        source_grads = self.heads.backward(dloc, dconf)  # one (B, C_m, f_m, f_m) per map
+        grad = None  # what stage m + 1 sends back into stage m's output
+        for m in range(len(self.stages) - 1, -1, -1):
+            g = source_grads[m]
+            if m == 0 and self.l2norm:
+                g = self.l2norm.backward(g)
+            if grad is not None:
+                g = g + grad  # stage m's output feeds both its head and stage m + 1
+            grad = self.stages[m].backward(g)
+        return grad
+
+    def extra_repr(self):
+        return f"{self.config.name}, num_classes={self.num_classes}, priors={self.num_priors}"
+
+
+def ssd300_vgg16(num_classes=20, seed=0):
+    """The paper's SSD300: VGG16 (pool5 3x3/1/1, atrous fc6, fc7), L2Norm(20) on conv4_3, extras
+    conv8..conv11, 8732 default boxes. Randomly initialised: no pretrained VGG weights can be
+    downloaded here (the paper starts from ImageNet-trained VGG16)."""
+    return SSD(SSD300_CONFIG, num_classes, seed=seed)
+
+
+def ssd_tiny(num_classes, seed=0):
+    """The small SSD for tiny-voc (input 128, five source maps, BatchNorm); see TINY_CONFIG."""
+    return SSD(TINY_CONFIG, num_classes, seed=seed)
+
+
+MODELS = {"ssd300": ssd300_vgg16, "tiny": ssd_tiny}
+CONFIGS = {"ssd300": SSD300_CONFIG, "tiny": TINY_CONFIG}
+
+
+def build_model(name, num_classes, seed=0):
+    """A model by name ("ssd300" or "tiny"); ValueError for another name."""
+    if name not in MODELS:
+        raise ValueError(f"model: unknown name {name!r}, choose one of {sorted(MODELS)}")
+    return MODELS[name](num_classes, seed=seed)

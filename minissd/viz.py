@@ -1,0 +1,309 @@
+"""Pictures of SSD: boxes on images, default boxes per feature map, matches, mined negatives,
+loss curves and precision/recall curves.
+
+Conventions (the same as the rest of minissd):
+
+- image: (H, W, 3) uint8, or float in [0, 1]; an NCHW network input can be turned back into
+  one with ``to_image``.
+- boxes: (N, 4) corner form ``(xmin, ymin, xmax, ymax)`` normalised to [0, 1]; the drawing
+  scales them by the image's width and height.
+- priors: (P, 4) centre form ``(cx, cy, w, h)`` normalised, in ``default_boxes`` order.
+- labels: (N,) int, 1..C (0 = background); ``class_names[label - 1]`` is the name.
+
+Every function draws on the ``ax`` (a matplotlib Axes) it is given, or makes a new figure,
+and returns the Axes (or the Figure when it makes several panels), so that notebooks can
+show them and scripts can save them with ``save_figure``. Nothing here calls ``plt.show``.
+"""
+
+import os
+
+import matplotlib
+
+if not os.environ.get("DISPLAY") and not os.environ.get("MPLBACKEND"):
+    # A headless run (python -m minissd.train on a server) must never try to open a window.
+    # Jupyter sets MPLBACKEND itself, so notebooks keep their inline backend.
+    matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.patches import Rectangle  # noqa: E402
+
+# A qualitative palette (matplotlib's tab10), one colour per class label.
+PALETTE = plt.get_cmap("tab10").colors
+
+
+def class_color(label):
+    """The colour of class ``label`` (1..C): tab10, cycling."""
+    return PALETTE[(int(label) - 1) % len(PALETTE)]
+
+
+def to_image(chw, mean=None, std=None):
+    """A network input (3, H, W) float32 back to an (H, W, 3) float image in [0, 1].
+
+    - chw: (3, H, W) array, normalised as the loader did: ``(pixel/255 - mean) / std`` when
+      mean/std are given (per-channel sequences), else pixel/255 or raw 0..255 (guessed
+      from the range).
+    """
+    img = np.asarray(chw, dtype=np.float32).transpose(1, 2, 0)  # (H, W, 3)
+    if std is not None:
+        img = img * np.asarray(std, np.float32)
+    if mean is not None:
+        img = img + np.asarray(mean, np.float32)
+    if img.max() > 1.5:  # 0..255 range
+        img = img / 255.0
+    return np.clip(img, 0.0, 1.0)
+
+
+def _new_ax(ax, figsize=(5, 5)):
+    if ax is None:
+        _, ax = plt.subplots(figsize=figsize)
+    return ax
+
+
+def show_image(image, ax=None, title=None):
+    """Draw an (H, W, 3) image with no axis ticks; return the Axes."""
+    ax = _new_ax(ax)
+    image = np.asarray(image)
+    ax.imshow(image, extent=(0, image.shape[1], image.shape[0], 0))
+    ax.set_xlim(0, image.shape[1])
+    ax.set_ylim(image.shape[0], 0)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if title:
+        ax.set_title(title, fontsize=9)
+    return ax
+
+
+def draw_boxes(image, boxes, labels=None, scores=None, class_names=None, ax=None, color=None,
+               linestyle="-", linewidth=1.5, title=None, show_text=True):
+    """Draw corner-form boxes with their labels (and scores) on an image.
+
+    - image: (H, W, 3) uint8 or float in [0, 1], or None to draw on ``ax`` as it is (then
+      the boxes are scaled by the axes' current image size, or by 1 if there is none).
+    - boxes: (N, 4) float, normalised corner form.
+    - labels: (N,) int 1..C or None; picks the colour and the text.
+    - scores: (N,) float or None; appended to the text as ``name 0.87``.
+    - class_names: sequence of C names, ``class_names[label - 1]``; None prints the number.
+    - color: one colour for every box (e.g. ground truth in white), else per class.
+    - returns: the Axes.
+    """
+    if image is not None:
+        ax = show_image(image, ax=ax, title=title)
+        H, W = np.asarray(image).shape[:2]
+    else:
+        ax = _new_ax(ax)
+        W, H = (abs(np.diff(ax.get_xlim())[0]), abs(np.diff(ax.get_ylim())[0])) if ax.images else (1, 1)
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    for n, (x0, y0, x1, y1) in enumerate(boxes):
+        label = None if labels is None else int(labels[n])
+        c = color if color is not None else (class_color(label) if label is not None else "yellow")
+        ax.add_patch(Rectangle((x0 * W, y0 * H), (x1 - x0) * W, (y1 - y0) * H, fill=False,
+                               edgecolor=c, linewidth=linewidth, linestyle=linestyle))
+        if not show_text or (label is None and scores is None):
+            continue
+        text = "" if label is None else (class_names[label - 1] if class_names else str(label))
+        if scores is not None:
+            text = f"{text} {float(scores[n]):.2f}".strip()
+        ax.text(x0 * W, y0 * H, text, fontsize=7, color="white", va="bottom",
+                bbox=dict(facecolor=c, edgecolor="none", pad=1, alpha=0.8))
+    return ax
+
+
+def _center_to_corner(b):
+    b = np.asarray(b, dtype=np.float64)
+    return np.concatenate([b[..., :2] - b[..., 2:] / 2, b[..., :2] + b[..., 2:] / 2], axis=-1)
+
+
+def split_priors(priors, feature_maps, boxes_per_location):
+    """Cut the (P, 4) prior array into one (f, f, k, 4) block per feature map.
+
+    - feature_maps: sequence of map sizes f (square maps, as in SSD).
+    - boxes_per_location: sequence of k per map.
+    - returns: list of arrays (f, f, k, 4), the default_boxes order (map, row, column, box).
+    """
+    blocks, start = [], 0
+    for f, k in zip(feature_maps, boxes_per_location):
+        n = f * f * k
+        blocks.append(np.asarray(priors[start:start + n]).reshape(f, f, k, 4))
+        start += n
+    if start != len(priors):
+        raise ValueError(f"priors: {len(priors)} boxes, but the maps {list(feature_maps)} with "
+                         f"k={list(boxes_per_location)} give {start}")
+    return blocks
+
+
+def draw_priors(priors, feature_maps, boxes_per_location, image=None, location=None,
+                image_size=300, ncols=3, panel_size=3.2):
+    """One panel per feature map: the grid of prior centres and the k boxes of one location.
+
+    - priors: (P, 4) centre form, ``default_boxes`` order.
+    - feature_maps, boxes_per_location: as in ``split_priors``.
+    - image: (H, W, 3) to draw on, or None for a blank ``image_size`` square.
+    - location: (row, col) in relative terms (0..1), default the centre of each map.
+    - returns: the Figure.
+    """
+    blocks = split_priors(priors, feature_maps, boxes_per_location)
+    if image is None:
+        image = np.full((image_size, image_size, 3), 0.92)
+    nrows = int(np.ceil(len(blocks) / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(panel_size * ncols, panel_size * nrows), squeeze=False)
+    H, W = np.asarray(image).shape[:2]
+    ry, rx = location if location is not None else (0.5, 0.5)
+    for m, (block, ax) in enumerate(zip(blocks, axes.flat)):
+        f, k = block.shape[0], block.shape[2]
+        show_image(image, ax=ax, title=f"map {m}: {f}x{f}, k={k}, {f * f * k} boxes")
+        centres = block[:, :, 0, :2].reshape(-1, 2)
+        ax.scatter(centres[:, 0] * W, centres[:, 1] * H, s=max(1.0, 60.0 / f), c="k", alpha=0.5)
+        i, j = min(int(ry * f), f - 1), min(int(rx * f), f - 1)
+        corners = _center_to_corner(block[i, j])
+        for n, c in enumerate(corners):
+            ax.add_patch(Rectangle((c[0] * W, c[1] * H), (c[2] - c[0]) * W, (c[3] - c[1]) * H,
+                                   fill=False, edgecolor=PALETTE[n % len(PALETTE)], linewidth=1.5))
+    for ax in axes.flat[len(blocks):]:
+        ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def draw_matches(image, gt_boxes, priors, conf_t, gt_labels=None, class_names=None, ax=None,
+                 title=None):
+    """Ground truth (thick) with the default boxes matched to it as positives (thin, dashed).
+
+    - gt_boxes: (G, 4) corner form; gt_labels: (G,) 1..C or None.
+    - priors: (P, 4) centre form; conf_t: (P,) int, the matched label per prior (0 = bg),
+      as returned by ``minissd.matching.match``.
+    - returns: the Axes; the title counts positives.
+    """
+    conf_t = np.asarray(conf_t)
+    pos = np.flatnonzero(conf_t > 0)
+    ax = draw_boxes(image, _center_to_corner(np.asarray(priors)[pos]), labels=conf_t[pos],
+                    ax=ax, linestyle="--", linewidth=0.8, show_text=False,
+                    title=title or f"{len(pos)} positive default boxes")
+    draw_boxes(image, gt_boxes, labels=gt_labels, class_names=class_names, ax=ax, linewidth=2.5)
+    return ax
+
+
+def draw_mined_negatives(image, priors, mask, conf_t, ax=None, title=None, max_boxes=200):
+    """The negatives kept by hard negative mining (red) and the positives (green).
+
+    - mask: (P,) bool from ``hard_negative_mining`` (positives plus mined negatives).
+    - conf_t: (P,) int, 0 = background.
+    - max_boxes: draw at most this many negatives (the first ones, in prior order).
+    - returns: the Axes.
+    """
+    mask, conf_t = np.asarray(mask, bool), np.asarray(conf_t)
+    neg = np.flatnonzero(mask & (conf_t == 0))
+    pos = np.flatnonzero(conf_t > 0)
+    priors = np.asarray(priors)
+    ax = draw_boxes(image, _center_to_corner(priors[neg[:max_boxes]]), ax=ax, color="red",
+                    linewidth=0.7, show_text=False,
+                    title=title or f"{len(pos)} positives, {len(neg)} mined negatives")
+    draw_boxes(None, _center_to_corner(priors[pos]), ax=ax, color="lime", linewidth=1.0, show_text=False)
+    return ax
+
+
+def plot_loss_curves(history, ax=None):
+    """Training curves: loss_l, loss_c (left axis), validation mAP (right axis).
+
+    - history: dict with lists "iteration", "loss_l", "loss_c" (per logged step) and
+      optionally "eval_iteration", "mAP" (per validation).
+    - returns: the Figure.
+    """
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(7, 4))
+    else:
+        fig = ax.figure
+    it = np.asarray(history.get("iteration", []))
+    for key, colour in (("loss_l", "tab:blue"), ("loss_c", "tab:orange")):
+        values = np.asarray(history.get(key, []), dtype=np.float64)
+        if len(values):
+            ax.plot(it, values, color=colour, alpha=0.3, linewidth=0.8)
+            ax.plot(it, _smooth(values), color=colour, label=key)
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("loss")
+    ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    handles, names = ax.get_legend_handles_labels()
+    if history.get("mAP"):
+        ax2 = ax.twinx()
+        h = ax2.plot(history["eval_iteration"], history["mAP"], "o-", color="tab:green", label="val mAP")
+        ax2.set_ylabel("val mAP (VOC07 11-point)")
+        ax2.set_ylim(0, 1)
+        handles, names = handles + h, names + ["val mAP"]
+    ax.legend(handles, names, loc="upper center")
+    fig.tight_layout()
+    return fig
+
+
+def _smooth(values, window=20):
+    """A trailing moving average (the first points average what exists so far)."""
+    c = np.cumsum(np.insert(values, 0, 0.0))
+    n = np.arange(1, len(values) + 1)
+    lo = np.maximum(n - window, 0)
+    return (c[n] - c[lo]) / (n - lo)
+
+
+def plot_pr_curves(curves, class_names=None, ax=None, title=None):
+    """Precision/recall curves, one per class.
+
+    - curves: sequence of (recall (K,), precision (K,)) pairs, one per class (None or empty
+      arrays for a class with no detections), or a dict name -> pair.
+    - class_names: names in the same order (ignored for a dict).
+    - returns: the Axes.
+    """
+    ax = _new_ax(ax, figsize=(5, 4))
+    items = curves.items() if isinstance(curves, dict) else zip(
+        class_names or [str(c + 1) for c in range(len(curves))], curves)
+    for n, (name, pair) in enumerate(items):
+        if pair is None or len(pair[0]) == 0:
+            continue
+        recall, precision = pair
+        ax.plot(recall, precision, color=PALETTE[n % len(PALETTE)], label=name)
+    ax.set_xlim(0, 1.0)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("recall")
+    ax.set_ylabel("precision")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower left")
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def detection_grid(images, detections, class_names=None, ground_truth=None, ncols=4,
+                   panel_size=2.6, score_threshold=0.3):
+    """A grid of images with their detections (and ground truth as thin white boxes).
+
+    - images: sequence of (H, W, 3) images.
+    - detections: sequence (one per image) of (boxes (N,4), labels (N,), scores (N,)).
+    - ground_truth: optional sequence of (boxes (G,4), labels (G,)).
+    - score_threshold: detections below it are not drawn.
+    - returns: the Figure.
+    """
+    n = len(images)
+    nrows = max(1, int(np.ceil(n / ncols)))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(panel_size * ncols, panel_size * nrows), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        if i >= n:
+            ax.axis("off")
+            continue
+        show_image(images[i], ax=ax)
+        if ground_truth is not None:
+            draw_boxes(images[i], ground_truth[i][0], ax=ax, color="white", linewidth=0.8,
+                       linestyle=":", show_text=False)
+        boxes, labels, scores = detections[i]
+        keep = np.asarray(scores) >= score_threshold
+        draw_boxes(images[i], np.asarray(boxes)[keep], np.asarray(labels)[keep],
+                   np.asarray(scores)[keep], class_names=class_names, ax=ax)
+    fig.tight_layout()
+    return fig
+
+
+def save_figure(fig, path, dpi=100):
+    """Save a Figure (or the Figure of an Axes) to ``path`` and close it; return the path."""
+    fig = getattr(fig, "figure", fig)
+    folder = os.path.dirname(os.path.abspath(os.fspath(path)))
+    os.makedirs(folder, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path
