@@ -1,0 +1,128 @@
+"""The GPU twins of minissd's hot loops, written with numba.cuda (an optional extra).
+
+Each module here has the same name as its CPU twin and the same public functions:
+
+- ``minissd.cuda.boxes``     iou, encode, decode          (twin of ``minissd.boxes``)
+- ``minissd.cuda.matching``  match, match_batch           (twin of ``minissd.matching``)
+- ``minissd.cuda.loss``      hard_negative_mining         (twin of ``minissd.loss``)
+- ``minissd.cuda.nms``       nms, batched_nms             (twin of ``minissd.nms``)
+- ``minissd.cuda.conv``      im2col, col2im, matmul, conv2d_forward, conv2d_backward
+                                                          (twin of ``minissd.nn.conv``)
+
+This file is the only place in minissd that imports ``numba.cuda``, and it does so lazily:
+``import minissd`` and ``import minissd.cuda`` work on any machine. ``require()`` returns the
+``numba.cuda`` module or raises a ``RuntimeError`` that says what is missing and how to fix
+it; each kernel module calls it when it is imported. Three things can be missing:
+
+1. numba-cuda itself (``from numba import cuda`` raises ImportError),
+2. CUDA's runtime library, which ``numba.cuda`` loads even under the simulator
+   (``from numba import cuda`` then raises RuntimeError, not ImportError),
+3. a GPU (the import works, ``cuda.is_available()`` is False).
+
+``pip install -e ".[cuda]"`` installs 1 and 2 (numba-cuda and the ``nvidia-cuda-runtime-cu12``
+wheel). Without a GPU the kernels still run on numba's CUDA simulator, which runs every
+thread as Python (slow; for tests only): set ``NUMBA_ENABLE_CUDASIM=1`` *before* numba is
+first imported (tests/conftest.py does).
+"""
+
+import os
+
+_INSTALL_HINT = 'install the CUDA extra: pip install -e ".[cuda]" (numba-cuda + nvidia-cuda-runtime-cu12)'
+_SIMULATOR_HINT = (
+    "to run the kernels on numba's CUDA simulator instead (slow, for tests), set "
+    "NUMBA_ENABLE_CUDASIM=1 before numba is first imported"
+)
+
+_cuda = None  # the numba.cuda module once imported
+_problem = None  # or the reason it cannot be used, as a sentence
+
+
+def _load():
+    """Import numba.cuda once; remember the module or why it failed."""
+    global _cuda, _problem
+    if _cuda is not None or _problem is not None:
+        return
+    try:
+        from numba import cuda
+    except ImportError as e:  # numba-cuda (or its cuda-bindings) is not installed
+        _problem = f"numba-cuda is not installed ({e}); {_INSTALL_HINT}"
+        return
+    except (RuntimeError, OSError) as e:  # installed, but CUDA's runtime library was not found
+        _problem = (
+            f"numba.cuda could not load CUDA's runtime library ({e}); it is needed even on "
+            f"the simulator; {_INSTALL_HINT}, or install the CUDA toolkit"
+        )
+        return
+    if not cuda.is_available():
+        _problem = f"no CUDA GPU was found ({_describe_driver_error(cuda)}); {_simulator_advice()}"
+        return
+    _cuda = cuda
+
+
+def _describe_driver_error(cuda):
+    try:
+        error = cuda.cuda_error()
+    except Exception as e:  # noqa: BLE001 - only used to word the message
+        error = e
+    return " ".join(str(error).split()) if error else "the CUDA driver reports no device"
+
+
+def _simulator_advice():
+    import numba.core.config
+
+    if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1" and not numba.core.config.ENABLE_CUDASIM:
+        # The trap: the variable is read once, when numba is first imported.
+        return "NUMBA_ENABLE_CUDASIM=1 was set after numba had been imported: set it before"
+    return _SIMULATOR_HINT
+
+
+def is_available():
+    """True when the kernels can run here: on a GPU, or on the simulator when it is enabled."""
+    _load()
+    return _cuda is not None
+
+
+def simulating():
+    """True when the kernels run on numba's CUDA simulator (Python per thread), not a GPU."""
+    import numba.core.config
+
+    return is_available() and bool(numba.core.config.ENABLE_CUDASIM)
+
+
+def require():
+    """Return the ``numba.cuda`` module, or raise RuntimeError saying what is missing and the fix."""
+    _load()
+    if _cuda is None:
+        raise RuntimeError(f"minissd.cuda cannot run: {_problem}")
+    return _cuda
+
+
+# ---- launch geometry and host <-> device moves shared by the kernel modules ----------------
+
+THREADS_1D = 128  # threads per block of the 1-D kernels: a multiple of the warp size (32)
+
+
+def blocks_for(n, threads=THREADS_1D):
+    """Blocks of ``threads`` that cover ``n`` items: ceil(n / threads), at least 1."""
+    return max(1, (n + threads - 1) // threads)
+
+
+def is_device_array(x):
+    """True for a numba device array (real or simulated), False for a NumPy array."""
+    return hasattr(x, "copy_to_host")
+
+
+def to_device(x, dtype):
+    """``x`` as a C-contiguous device array of ``dtype``; a device array is used as it is."""
+    import numpy as np
+
+    if is_device_array(x):
+        if x.dtype != np.dtype(dtype):
+            raise ValueError(f"device array has dtype {x.dtype}, expected {np.dtype(dtype)}")
+        return x
+    return require().to_device(np.ascontiguousarray(x, dtype=dtype))
+
+
+def to_host(x, like_host):
+    """Bring ``x`` back as a NumPy array when the caller passed NumPy arrays (``like_host``)."""
+    return x.copy_to_host() if like_host else x
