@@ -1,0 +1,18 @@
+"""Images in: the VOC reader, the tiny-voc generator, SSD's augmentation and the batch loader.
+
+    VOCDataset(root, split)      image (H,W,3) uint8, boxes (G,4) corner [0,1], labels 1..C, difficult
+    make_tiny_voc(root, seed)    writes tiny-voc in VOC layout (deterministic, idempotent)
+    tiny_voc_path(), default_data_dir()
+
+See docs/data-and-augmentation.md and the dataset card docs/tiny-voc.md.
+"""
+
+from .tiny_voc import (TINY_VOC_CLASSES, TinyVOCConfig, default_data_dir, make_tiny_voc,
+                       tiny_voc_path, verify_tiny_voc)
+from .voc import VOC_CLASSES, Annotation, DatasetError, VOCDataset
+
+__all__ = [
+    "VOCDataset", "DatasetError", "Annotation", "VOC_CLASSES",
+    "make_tiny_voc", "TinyVOCConfig", "TINY_VOC_CLASSES", "tiny_voc_path", "default_data_dir",
+    "verify_tiny_voc",
+]
