@@ -93,7 +93,7 @@ def _box_iou(ax0, ay0, ax1, ay1, bx0, by0, bx1, by1):
 _box_iou_cpu = njit(cache=True)(_box_iou)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _iou_matrix(a, bt, out):
     """Fill ``out[i, j]`` with the IoU of box ``a[i]`` and box ``j`` of ``bt``.
 
@@ -131,7 +131,7 @@ def iou(a, b):
 
 # ---- encode / decode against the default boxes ---------------------------------------------
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _encode_rows(matched, priors, v0, v1, out):
     """Encode row by row: ``out[p]`` is box ``matched[p]`` (corner) seen from ``priors[p]`` (centre).
 

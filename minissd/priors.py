@@ -111,7 +111,9 @@ def default_boxes(config=SSD300_VOC):
     - config: a PriorConfig (default SSD300_VOC).
     - returns: (P, 4) float32, centre form (cx, cy, w, h) normalised to [0, 1];
       P = config.num_priors (8732 for SSD300). With ``config.clip`` each of the four
-      numbers is clamped to [0, 1] (only the widest boxes change: their w or h exceeds 1).
+      numbers is clamped to [0, 1] (as ssd.pytorch does): in SSD300 this changes the boxes
+      wider or taller than the image and the last row and column of the 10x10 and 5x5 maps,
+      whose steps (32, 64 pixels) put their centres past 300 pixels (9.5 * 32 = 304).
     """
     if not isinstance(config, PriorConfig):
         raise ValueError(f"config: expected a PriorConfig, got {type(config).__name__}")

@@ -10,6 +10,84 @@ import numpy as np
 
 # ---- boxes, matching, mining, NMS (core) --------------------------------------------------
 
+
+def iou(a, b):
+    """IoU of every pair of corner boxes, one pair at a time, in Python floats."""
+    out = np.zeros((len(a), len(b)))
+    for i, (ax0, ay0, ax1, ay1) in enumerate(np.asarray(a, dtype=float).tolist()):
+        for j, (bx0, by0, bx1, by1) in enumerate(np.asarray(b, dtype=float).tolist()):
+            inter = max(0.0, min(ax1, bx1) - max(ax0, bx0)) * max(0.0, min(ay1, by1) - max(ay0, by0))
+            union = (ax1 - ax0) * (ay1 - ay0) + (bx1 - bx0) * (by1 - by0) - inter
+            out[i, j] = inter / union if union > 0 else 0.0
+    return out
+
+
+def encode(box, prior, variances=(0.1, 0.2)):
+    """One corner box seen from one centre-form prior (Liu et al. 2016, eq. 2 with variances)."""
+    x0, y0, x1, y1 = (float(v) for v in box)
+    pcx, pcy, pw, ph = (float(v) for v in prior)
+    cx, cy, w, h = (x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0
+    return [(cx - pcx) / (variances[0] * pw), (cy - pcy) / (variances[0] * ph),
+            math.log(w / pw) / variances[1], math.log(h / ph) / variances[1]]
+
+
+def match(gt_boxes, gt_labels, priors, iou_threshold=0.5, variances=(0.1, 0.2)):
+    """DESIGN.md's matching rule read literally: two nested loops over priors and objects.
+
+    Returns loc_t (P, 4) (0 at background priors) and conf_t (P,) int64.
+    """
+    priors = np.asarray(priors, dtype=float)
+    P, G = len(priors), len(gt_boxes)
+    corners = [[cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2] for cx, cy, w, h in priors.tolist()]
+    overlaps = iou(gt_boxes, np.array(corners)) if G else np.zeros((0, P))
+    best_gt = [0] * P
+    positive = [False] * P
+    for p in range(P):  # each prior: its best object (first one on ties), positive if >= threshold
+        for g in range(G):
+            if overlaps[g, p] > overlaps[best_gt[p], p]:
+                best_gt[p] = g
+        positive[p] = G > 0 and overlaps[best_gt[p], p] >= iou_threshold
+    for g in range(G):  # each object claims its best prior (first one on ties), whatever the IoU
+        best_p = 0
+        for p in range(P):
+            if overlaps[g, p] > overlaps[g, best_p]:
+                best_p = p
+        best_gt[best_p] = g
+        positive[best_p] = True
+    loc_t = np.zeros((P, 4))
+    conf_t = np.zeros(P, dtype=np.int64)
+    for p in range(P):
+        if positive[p]:
+            conf_t[p] = gt_labels[best_gt[p]]
+            loc_t[p] = encode(gt_boxes[best_gt[p]], priors[p], variances)
+    return loc_t, conf_t
+
+
+def hard_negative_mining(bg_loss, conf_t, neg_pos_ratio=3):
+    """Per image: the positives, plus the k hardest negatives, k = min(ratio * pos, negatives).
+
+    "Hardest" = largest background loss; equal losses go to the lower prior index.
+    """
+    bg_loss, conf_t = np.asarray(bg_loss), np.asarray(conf_t)
+    mask = conf_t > 0
+    for b in range(conf_t.shape[0]):
+        negatives = [p for p in range(conf_t.shape[1]) if conf_t[b, p] == 0]
+        k = min(neg_pos_ratio * int(mask[b].sum()), len(negatives))
+        negatives.sort(key=lambda p: (-bg_loss[b, p], p))
+        for p in negatives[:k]:
+            mask[b, p] = True
+    return mask
+
+
+def nms(boxes, scores, iou_threshold):
+    """Greedy NMS: take the best remaining box, drop every box overlapping it by > threshold."""
+    order = sorted(range(len(scores)), key=lambda i: (-scores[i], i))  # ties: lower index first
+    keep = []
+    for i in order:
+        if all(iou(boxes[i:i + 1], boxes[k:k + 1])[0, 0] <= iou_threshold for k in keep):
+            keep.append(i)
+    return np.array(keep, dtype=np.int64)
+
 # ---- layers (nn) ---------------------------------------------------------------------------
 
 

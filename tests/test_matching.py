@@ -1,0 +1,141 @@
+"""minissd.matching: each ground truth claims its best prior, then the 0.5 threshold."""
+
+import numpy as np
+import pytest
+
+import naive
+from minissd import matching
+from minissd.boxes import corner_to_center, decode
+from minissd.matching import match, match_batch
+from minissd.priors import SSD300_VOC, default_boxes
+
+# Five priors given by their corners (centre form below) and two objects.
+PRIOR_CORNERS = np.array([
+    [0.0, 0.0, 0.2, 0.2],    # A: the small object's best prior, IoU 0.25 only
+    [0.5, 0.5, 0.9, 0.9],    # B: exactly the big object, IoU 1
+    [0.0, 0.5, 0.4, 0.9],    # C: overlaps nothing
+    [0.6, 0.0, 1.0, 0.2],    # D: overlaps nothing
+    [0.5, 0.45, 0.9, 0.9],   # E: big object, IoU 0.16 / 0.18 = 0.889
+])
+PRIORS = corner_to_center(PRIOR_CORNERS)
+GT_BOXES = np.array([[0.5, 0.5, 0.9, 0.9], [0.0, 0.0, 0.1, 0.1]])
+GT_LABELS = np.array([3, 7])
+
+
+def test_worked_example_best_prior_below_threshold_is_still_positive():
+    loc_t, conf_t = match(GT_BOXES, GT_LABELS, PRIORS)
+    # A overlaps the small object by 0.1*0.1 / (0.2*0.2) = 0.25 < 0.5, but it is that
+    # object's best prior, so step 1 of the rule makes it a positive with label 7.
+    np.testing.assert_array_equal(conf_t, [7, 3, 0, 0, 3])
+    assert loc_t.dtype == np.float32 and conf_t.dtype == np.int64
+    # positives decode back to their object; background rows stay 0
+    np.testing.assert_allclose(decode(loc_t, PRIORS)[[0, 1, 4]], GT_BOXES[[1, 0, 0]], atol=1e-6)
+    np.testing.assert_array_equal(loc_t[[2, 3]], 0)
+    # the oracle agrees
+    naive_loc, naive_conf = naive.match(GT_BOXES, GT_LABELS, PRIORS)
+    np.testing.assert_array_equal(conf_t, naive_conf)
+    np.testing.assert_allclose(loc_t, naive_loc, atol=1e-5)
+
+
+def test_threshold_is_inclusive_and_configurable():
+    # E overlaps the big object by 0.889: background at threshold 0.9
+    _, conf_t = match(GT_BOXES, GT_LABELS, PRIORS, iou_threshold=0.9)
+    np.testing.assert_array_equal(conf_t, [7, 3, 0, 0, 0])
+    # binary fractions make the IoU exactly 0.5: prior 1 overlaps the object by
+    # 0.5 * 0.25 / (0.5 * 0.5) = 0.5 and is a positive at threshold 0.5 (IoU >= threshold)
+    priors = corner_to_center(np.array([[0.5, 0.5, 1.0, 1.0], [0.5, 0.5, 1.0, 0.75], [0, 0, 0.25, 0.25]]))
+    _, conf_t = match(np.array([[0.5, 0.5, 1.0, 1.0]]), np.array([4]), priors)
+    np.testing.assert_array_equal(conf_t, [4, 4, 0])
+
+
+def test_forced_prior_overrides_a_better_object():
+    # Prior 0 overlaps object 0 by 0.6 but is object 1's only overlapping prior (0.4):
+    # step 1 gives it to object 1, whatever its own best object is.
+    priors = corner_to_center(np.array([[0.0, 0.0, 0.5, 0.5], [0.0, 0.0, 0.5, 0.3]]))
+    gt = np.array([[0.0, 0.0, 0.5, 0.3], [0.0, 0.3, 0.5, 0.5]])
+    # IoU(prior0, gt0) = 0.15 / 0.25 = 0.6, IoU(prior0, gt1) = 0.1 / 0.25 = 0.4,
+    # IoU(prior1, gt0) = 1, IoU(prior1, gt1) = 0
+    _, conf_t = match(gt, np.array([1, 2]), priors)
+    np.testing.assert_array_equal(conf_t, [2, 1])
+
+
+def test_matches_naive_on_random_images(rng):
+    priors = default_boxes(SSD300_VOC)[::13]  # 672 priors keep the oracle quick
+    for G in (1, 3, 8):
+        c = rng.uniform(0.1, 0.9, (G, 2))
+        wh = rng.uniform(0.03, 0.6, (G, 2))
+        gt = np.clip(np.concatenate([c - wh / 2, c + wh / 2], axis=1), 0, 1).astype(np.float32)
+        labels = rng.integers(1, 21, G)
+        loc_t, conf_t = match(gt, labels, priors)
+        naive_loc, naive_conf = naive.match(gt, labels, priors)
+        np.testing.assert_array_equal(conf_t, naive_conf)
+        np.testing.assert_allclose(loc_t, naive_loc, atol=1e-4)
+        assert np.all(np.isin(labels, conf_t))  # every object has at least one positive
+
+
+def test_batch_equals_one_image_at_a_time(rng):
+    priors = default_boxes(SSD300_VOC)
+    gts, labels = [], []
+    for G in (4, 0, 1, 10, 2):  # an image with no objects in the middle
+        c = rng.uniform(0.1, 0.9, (G, 2))
+        wh = rng.uniform(0.03, 0.6, (G, 2))
+        gts.append(np.clip(np.concatenate([c - wh / 2, c + wh / 2], axis=1), 0, 1))
+        labels.append(rng.integers(1, 21, G))
+    loc_t, conf_t = match_batch(gts, labels, priors)
+    assert loc_t.shape == (5, 8732, 4) and conf_t.shape == (5, 8732)
+    for b in range(5):
+        one_loc, one_conf = match(gts[b], labels[b], priors)
+        np.testing.assert_array_equal(conf_t[b], one_conf)
+        np.testing.assert_array_equal(loc_t[b], one_loc)
+    assert conf_t[1].sum() == 0 and np.all(loc_t[1] == 0)  # no objects: all background
+
+
+def test_empty_ground_truth_is_all_background():
+    for empty in ([], np.zeros((0, 4))):
+        loc_t, conf_t = match(empty, [], PRIORS)
+        assert conf_t.shape == (5,) and not conf_t.any() and not loc_t.any()
+
+
+@pytest.mark.parametrize("boxes, labels, message", [
+    ([[0.5, 0.5, 0.4, 0.9]], [1], "xmax < xmin"),
+    ([[0.1, 0.1, 0.1, 0.9]], [1], "xmax > xmin"),  # zero width cannot be encoded
+    ([[0.1, 0.1, np.nan, 0.9]], [1], "NaN"),
+    ([[0.1, 0.1, 0.5, 0.9]], [0], "1..20"),
+    ([[0.1, 0.1, 0.5, 0.9]], [21], "1..20"),
+    ([[0.1, 0.1, 0.5, 0.9]], [1, 2], "gt_labels"),
+    ([[0.1, 0.1, 0.5, 0.9]], [1.5], "integer"),
+])
+def test_bad_ground_truth(boxes, labels, message):
+    with pytest.raises(ValueError, match=message):
+        match(np.array(boxes), np.array(labels), PRIORS, num_classes=20)
+    with pytest.raises(ValueError, match=r"\[1\]"):  # the batch names the image
+        match_batch([GT_BOXES, np.array(boxes)], [GT_LABELS, np.array(labels)], PRIORS, num_classes=20)
+
+
+def test_bad_threshold():
+    with pytest.raises(ValueError, match="iou_threshold"):
+        match(GT_BOXES, GT_LABELS, PRIORS, iou_threshold=1.5)
+
+
+# ---- wrong implementations the checks above must catch --------------------------------------
+
+def _match_without_forced_prior(ious, gt_labels, threshold, best_prior, best_gt, labels_out):
+    """Only the threshold rule (step 2 forgotten): small objects get no positive."""
+    best_gt[:] = ious.argmax(axis=0)
+    labels_out[:] = np.where(ious.max(axis=0) >= threshold, gt_labels[best_gt], 0)
+
+
+def _match_strict_threshold(ious, gt_labels, threshold, best_prior, best_gt, labels_out):
+    """IoU > threshold instead of >=."""
+    best_gt[:] = ious.argmax(axis=0)
+    labels_out[:] = np.where(ious.max(axis=0) > threshold, gt_labels[best_gt], 0)
+    best_gt[best_prior] = np.arange(len(gt_labels))
+    labels_out[best_prior] = gt_labels
+
+
+@pytest.mark.parametrize("wrong", [_match_without_forced_prior, _match_strict_threshold])
+def test_wrong_matching_is_caught(monkeypatch, wrong):
+    monkeypatch.setattr(matching, "_match_one", wrong)
+    with pytest.raises(AssertionError):
+        test_worked_example_best_prior_below_threshold_is_still_positive()
+        test_threshold_is_inclusive_and_configurable()

@@ -1,0 +1,77 @@
+"""minissd.priors: the default boxes of SSD300 and of configs built from the scale formula."""
+
+import math
+
+import numpy as np
+import pytest
+
+from minissd.priors import SSD300_VOC, PriorConfig, default_boxes
+
+
+def test_ssd300_has_8732_priors():
+    priors = default_boxes(SSD300_VOC)
+    # 38^2*4 + 19^2*6 + 10^2*6 + 5^2*6 + 3^2*4 + 1^2*4 = 5776 + 2166 + 600 + 150 + 36 + 4
+    assert priors.shape == (8732, 4) and priors.dtype == np.float32
+    assert SSD300_VOC.num_priors == 8732
+    assert SSD300_VOC.boxes_per_location == (4, 6, 6, 6, 4, 4)
+    assert np.all((priors >= 0) & (priors <= 1))
+
+
+def test_ssd300_order_first_locations():
+    p = default_boxes(SSD300_VOC).astype(np.float64)
+    r2 = math.sqrt(2)
+    c = 0.5 * 8 / 300  # centre of cell (0, 0) on conv4_3 (38x38, step 8)
+    s, s_extra = 30 / 300, math.sqrt(30 * 60) / 300
+    np.testing.assert_allclose(p[:4], [[c, c, s, s], [c, c, s_extra, s_extra],
+                                       [c, c, s * r2, s / r2], [c, c, s / r2, s * r2]], rtol=1e-6)
+    np.testing.assert_allclose(p[4, :2], [1.5 * 8 / 300, c], rtol=1e-6)  # next column j = 1
+    np.testing.assert_allclose(p[4 * 38, :2], [c, 1.5 * 8 / 300], rtol=1e-6)  # next row i = 1
+    # the fc7 map (19x19, step 16, 6 boxes) starts right after conv4_3's 5776 boxes
+    c, s, r3 = 0.5 * 16 / 300, 60 / 300, math.sqrt(3)
+    np.testing.assert_allclose(p[5776:5782], [
+        [c, c, s, s], [c, c] + [math.sqrt(60 * 111) / 300] * 2,
+        [c, c, s * r2, s / r2], [c, c, s / r2, s * r2], [c, c, s * r3, s / r3], [c, c, s / r3, s * r3]],
+        rtol=1e-6)
+    # the last location (1x1 map): its tall box s*sqrt(2) = 1.24 is clipped to 1
+    np.testing.assert_allclose(p[-1], [0.5, 0.5, 264 / 300 / r2, 1.0], rtol=1e-6)
+
+
+def test_clip_clamps_centres_and_sizes_outside_the_image():
+    unclipped = default_boxes(PriorConfig(clip=False))
+    clipped = default_boxes(SSD300_VOC)
+    changed = np.any(unclipped != clipped, axis=1)
+    # 10 x 32 = 320 and 5 x 64 = 320 pixels: the last row and column of conv8_2 and conv9_2
+    # have centres beyond 300 (cx = 9.5 * 32 / 300 = 1.013); some boxes are wider than 1
+    outside = np.any((unclipped < 0) | (unclipped > 1), axis=1)
+    np.testing.assert_array_equal(changed, outside)
+    np.testing.assert_allclose(unclipped[5776 + 2166 + 9 * 6, 0], 9.5 * 32 / 300, rtol=1e-6)
+    assert clipped[5776 + 2166 + 9 * 6, 0] == 1.0
+
+
+def test_scale_formula():
+    # m = 6 maps, s_min 0.2, s_max 0.9: s_k = 0.2 + 0.14 (k - 1), k = 1..6, continued to s_7 = 1.04
+    cfg = PriorConfig.from_scales(300, (38, 19, 10, 5, 3, 1))
+    np.testing.assert_allclose(cfg.min_sizes, [60, 102, 144, 186, 228, 270])
+    np.testing.assert_allclose(cfg.max_sizes, [102, 144, 186, 228, 270, 312])
+    assert cfg.aspect_ratios == ((2,), (2, 3), (2, 3), (2, 3), (2,), (2,))
+    assert cfg.num_priors == 8732 and default_boxes(cfg).shape == (8732, 4)
+    # SSD300's own layout: conv4_3 gets 0.1 alone, the formula spreads 0.2..0.9 over the rest
+    cfg = PriorConfig.from_scales(300, (38, 19, 10, 5, 3, 1), first_scale=0.1)
+    np.testing.assert_allclose(cfg.min_sizes, [30, 60, 112.5, 165, 217.5, 270])
+    np.testing.assert_allclose(cfg.steps, [300 / 38, 300 / 19, 30, 60, 100, 300])
+    # a small model: evenly tiled cell centres
+    tiny = default_boxes(PriorConfig.from_scales(128, (8, 4, 2, 1)))
+    assert tiny.shape == (8 * 8 * 4 + 4 * 4 * 6 + 2 * 2 * 4 + 1 * 4, 4)
+    np.testing.assert_allclose(tiny[:4, :2], 1 / 16)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(steps=(8, 16)), "steps"),
+    (dict(min_sizes=(30, 60, 111, 162, 213, 400)), "min_sizes <= max_sizes"),
+    (dict(aspect_ratios=((2,), (2, 3), (2, 3), (2, 3), (2,), (0,))), "aspect_ratios"),
+])
+def test_bad_config(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        PriorConfig(**kwargs)
+    with pytest.raises(ValueError, match="config"):
+        default_boxes({"image_size": 300})
