@@ -1,0 +1,58 @@
+"""minissd.cuda.loss (mining by ranking) against the CPU twin (selection) and naive.hard_negative_mining."""
+
+import numpy as np
+import pytest
+
+import naive
+from minissd import loss
+
+try:  # skip only if numba-cuda really cannot be imported (CI must run these)
+    from minissd.cuda import loss as cuda_loss
+    from minissd.cuda import require
+except RuntimeError as e:  # pragma: no cover - the reason is shown by pytest -ra
+    pytest.skip(f"minissd.cuda unavailable: {e}", allow_module_level=True)
+
+pytestmark = pytest.mark.cuda
+
+
+def test_cuda_mining_worked_example():
+    # One image, 8 priors, 1 positive (prior 2) -> k = min(3 * 1, 7) = 3 negatives.
+    # Negative losses: p0 0.1, p1 0.9, p3 0.5, p4 0.9, p5 0.2, p6 0.5, p7 0.3.
+    # Ranked: p1 0.9, p4 0.9 (tie: lower index first), then p3 0.5 before p6 0.5 -> take p1, p4, p3.
+    bg = np.array([[0.1, 0.9, 5.0, 0.5, 0.9, 0.2, 0.5, 0.3]], np.float32)
+    conf = np.array([[0, 0, 4, 0, 0, 0, 0, 0]])
+    mask = cuda_loss.hard_negative_mining(bg, conf)
+    assert mask.dtype == np.bool_
+    np.testing.assert_array_equal(np.flatnonzero(mask[0]), [1, 2, 3, 4])
+
+
+@pytest.mark.parametrize("ratio", [3, 1, 0])
+def test_cuda_mining_matches_cpu_and_naive(rng, ratio):
+    # 3 images x 40 priors: 3 positives; 15 positives (k capped by the 25 negatives); none.
+    # Losses rounded to one decimal so that many are equal: ties must go the CPU's way.
+    bg = np.round(rng.uniform(0, 2, (3, 40)), 1).astype(np.float32)
+    conf = np.zeros((3, 40), np.int64)
+    conf[0, rng.choice(40, 3, replace=False)] = rng.integers(1, 21, 3)
+    conf[1, rng.choice(40, 15, replace=False)] = rng.integers(1, 21, 15)
+    got = cuda_loss.hard_negative_mining(bg, conf, neg_pos_ratio=ratio)
+    np.testing.assert_array_equal(got, loss.hard_negative_mining(bg, conf, neg_pos_ratio=ratio))
+    np.testing.assert_array_equal(got, naive.hard_negative_mining(bg, conf, neg_pos_ratio=ratio))
+    assert not got[2].any()  # no positives, no negatives
+
+
+def test_cuda_mining_on_device_float64(rng):
+    cuda = require()
+    bg = rng.uniform(0, 2, (2, 40))  # float64
+    conf = np.zeros((2, 40), np.int64)
+    conf[:, :4] = 1
+    mask = cuda_loss.hard_negative_mining(cuda.to_device(bg), cuda.to_device(conf))
+    assert hasattr(mask, "copy_to_host")
+    np.testing.assert_array_equal(mask.copy_to_host(), naive.hard_negative_mining(bg, conf))
+    assert mask.copy_to_host().sum(axis=1).tolist() == [16, 16]  # 4 positives + 12 negatives
+
+
+def test_cuda_mining_refuses_what_cpu_refuses():
+    with pytest.raises(ValueError, match="NaN"):
+        cuda_loss.hard_negative_mining(np.array([[np.nan, 0.0]]), np.array([[1, 0]]))
+    with pytest.raises(ValueError, match="conf_t"):
+        cuda_loss.hard_negative_mining(np.zeros((1, 2)), np.array([[1, -1]]))
