@@ -72,7 +72,7 @@ def hard_negative_mining(bg_loss, conf_t, neg_pos_ratio=3):
     mask = conf_t > 0
     for b in range(conf_t.shape[0]):
         negatives = [p for p in range(conf_t.shape[1]) if conf_t[b, p] == 0]
-        k = min(neg_pos_ratio * int(mask[b].sum()), len(negatives))
+        k = min(int(neg_pos_ratio * int(mask[b].sum())), len(negatives))
         negatives.sort(key=lambda p: (-bg_loss[b, p], p))
         for p in negatives[:k]:
             mask[b, p] = True

@@ -1,0 +1,155 @@
+"""minissd.loss: smooth L1, softmax cross-entropy, hard negative mining, the multibox loss."""
+
+import numpy as np
+import pytest
+
+import naive
+from minissd import loss as L
+from minissd.loss import hard_negative_mining, multibox_loss, smooth_l1, softmax_cross_entropy
+from minissd.nn.gradcheck import numerical_gradient, rel_error
+
+
+def test_smooth_l1_values_and_gradient():
+    loss, grad = smooth_l1(np.array([-2.0, -0.5, 0.0, 0.5, 1.0, 3.0]))
+    # |x| < 1: x^2 / 2 ; else |x| - 1/2   (continuous at |x| = 1: 0.5 both ways)
+    np.testing.assert_allclose(loss, [1.5, 0.125, 0.0, 0.125, 0.5, 2.5])
+    np.testing.assert_allclose(grad, [-1, -0.5, 0, 0.5, 1, 1])
+
+
+def test_softmax_cross_entropy_is_stable_and_correct():
+    logits = np.array([[0.0, 0.0], [1000.0, 0.0], [0.0, 1000.0], [-1000.0, -1000.0]])
+    loss, grad = softmax_cross_entropy(logits, np.array([0, 0, 0, 1]))
+    # two equal logits: -log(1/2); a 1000 margin for / against the label: 0 / 1000
+    np.testing.assert_allclose(loss, [np.log(2), 0.0, 1000.0, np.log(2)])
+    assert np.all(np.isfinite(grad))
+    np.testing.assert_allclose(grad[0], [-0.5, 0.5])
+    np.testing.assert_allclose(grad.sum(axis=1), 0, atol=1e-12)  # softmax sums to 1
+
+
+def test_mining_worked_example_with_known_ranks():
+    # one image, 8 priors, 1 positive (prior 2): ratio 3 keeps the 3 negatives with the
+    # largest background loss: 0.9 (prior 5), 0.8 (prior 0), then 0.7 twice (priors 3
+    # and 6): the tie goes to the lower index, 3. The positive's own loss (5.0) is ignored.
+    bg_loss = np.array([[0.8, 0.1, 5.0, 0.7, 0.2, 0.9, 0.7, 0.3]])
+    conf_t = np.array([[0, 0, 4, 0, 0, 0, 0, 0]])
+    mask = hard_negative_mining(bg_loss, conf_t)
+    np.testing.assert_array_equal(np.flatnonzero(mask[0]), [0, 2, 3, 5])
+    np.testing.assert_array_equal(hard_negative_mining(bg_loss, conf_t, neg_pos_ratio=1)[0],
+                                  [0, 0, 1, 0, 0, 1, 0, 0])
+    # not enough negatives: all of them (min(3 * 4, 1) = 1)
+    np.testing.assert_array_equal(hard_negative_mining(bg_loss[:, :5], [[1, 2, 3, 0, 4]]), True)
+    # no positives: no negatives either
+    assert not hard_negative_mining(bg_loss, np.zeros_like(conf_t)).any()
+
+
+def test_mining_matches_naive(rng):
+    B, P = 6, 400
+    bg_loss = rng.random((B, P)).astype(np.float32)
+    bg_loss[:, ::7] = 0.5  # many ties
+    conf_t = np.where(rng.random((B, P)) < rng.random((B, 1)) * 0.4, rng.integers(1, 5, (B, P)), 0)
+    conf_t[0] = 0  # an image with no objects
+    for ratio in (3, 1, 0.5):
+        np.testing.assert_array_equal(hard_negative_mining(bg_loss, conf_t, ratio),
+                                      naive.hard_negative_mining(bg_loss, conf_t, ratio))
+
+
+def test_mining_bad_input():
+    with pytest.raises(ValueError, match="bg_loss"):
+        hard_negative_mining(np.array([[np.nan, 1.0]]), np.array([[1, 0]]))
+    with pytest.raises(ValueError, match="conf_t"):
+        hard_negative_mining(np.zeros((1, 2)), np.array([[1, -1]]))
+    with pytest.raises(ValueError, match="conf_t"):
+        hard_negative_mining(np.zeros((1, 2)), np.array([[1, 0, 0]]))
+
+
+def random_batch(rng, B=2, P=12, C=3, dtype=np.float64):
+    loc_p = rng.standard_normal((B, P, 4)).astype(dtype) * 1.5  # both smooth-L1 branches
+    loc_t = rng.standard_normal((B, P, 4)).astype(dtype)
+    conf_p = rng.standard_normal((B, P, C + 1)).astype(dtype) * 2
+    conf_t = np.zeros((B, P), dtype=np.int64)
+    conf_t[0, [1, 4]] = [1, 3]
+    conf_t[1, [0, 5, 7]] = [2, 2, 1]
+    return loc_p, conf_p, loc_t, conf_t
+
+
+def test_multibox_loss_values_by_hand(rng):
+    loc_p, conf_p, loc_t, conf_t = random_batch(rng)
+    loss_l, loss_c, dloc, dconf = multibox_loss(loc_p, conf_p, loc_t, conf_t)
+    pos = conf_t > 0
+    N = pos.sum()  # 5
+    expected_l = smooth_l1(loc_p[pos] - loc_t[pos])[0].sum() / N
+    logp = conf_p - np.log(np.exp(conf_p).sum(-1, keepdims=True))
+    mask = naive.hard_negative_mining(-logp[..., 0], conf_t)
+    assert mask.sum() == 5 + 6 + 9  # 5 positives, 3 per positive per image (2*3 and 3*3)
+    expected_c = -np.take_along_axis(logp, conf_t[..., None], -1)[..., 0][mask].sum() / N
+    np.testing.assert_allclose([loss_l, loss_c], [expected_l, expected_c], rtol=1e-12)
+    assert dloc.shape == loc_p.shape and dconf.shape == conf_p.shape
+
+
+def test_multibox_loss_gradient_check(rng):
+    loc_p, conf_p, loc_t, conf_t = random_batch(rng)
+    alpha = 0.7
+    _, _, dloc, dconf = multibox_loss(loc_p, conf_p, loc_t, conf_t, alpha=alpha)
+
+    def total():
+        loss_l, loss_c, _, _ = multibox_loss(loc_p, conf_p, loc_t, conf_t, alpha=alpha)
+        return loss_c + alpha * loss_l
+
+    # centred differences in float64: the error should be around 1e-9
+    assert rel_error(dloc, numerical_gradient(total, loc_p)) < 1e-6
+    assert rel_error(dconf, numerical_gradient(total, conf_p)) < 1e-6
+
+
+def test_multibox_loss_float32_and_no_positives(rng):
+    loc_p, conf_p, loc_t, conf_t = random_batch(rng, dtype=np.float32)
+    loss_l, loss_c, dloc, dconf = multibox_loss(loc_p, conf_p, loc_t, conf_t)
+    assert dloc.dtype == np.float32 and dconf.dtype == np.float32
+    assert isinstance(loss_l, float) and isinstance(loss_c, float)
+    ref = multibox_loss(loc_p.astype(float), conf_p.astype(float), loc_t.astype(float), conf_t)
+    np.testing.assert_allclose([loss_l, loss_c], ref[:2], rtol=1e-5)
+    # no objects anywhere: N = 1, nothing mined, zero loss and zero gradient (finite)
+    loss_l, loss_c, dloc, dconf = multibox_loss(loc_p, conf_p, loc_t, np.zeros_like(conf_t))
+    assert loss_l == 0.0 and loss_c == 0.0 and not dloc.any() and not dconf.any()
+    # huge logits stay finite (log-sum-exp)
+    loss_l, loss_c, _, dconf = multibox_loss(loc_p, conf_p * 1e4, loc_t, conf_t)
+    assert np.isfinite(loss_c) and np.all(np.isfinite(dconf))
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda a: (a[0][:, :, :3], *a[1:]), "loc_p"),
+    (lambda a: (a[0], a[1], a[2], a[3] + 10), "conf_t"),  # labels beyond C = 3
+    (lambda a: (a[0], np.where(a[1] > 1, np.nan, a[1]), a[2], a[3]), "conf_p: contains NaN"),
+    (lambda a: (a[0], a[1].astype(int), a[2], a[3]), "conf_p"),
+])
+def test_multibox_loss_bad_input(rng, change, message):
+    with pytest.raises(ValueError, match=message):
+        multibox_loss(*change(random_batch(rng)))
+
+
+# ---- wrong implementations the checks above must catch --------------------------------------
+
+def _mine_counting_positives_as_negatives(bg_loss, conf_t, neg_pos_ratio, mask):
+    """Ranks every prior, positives included, so a hard positive takes a negative's place."""
+    for b in range(conf_t.shape[0]):
+        num_pos = int((conf_t[b] > 0).sum())
+        k = min(int(neg_pos_ratio * num_pos), conf_t.shape[1] - num_pos)
+        order = np.argsort(-bg_loss[b], kind="stable")
+        mask[b] = conf_t[b] > 0
+        mask[b, order[:k]] = True
+
+
+def _mine_whole_batch(bg_loss, conf_t, neg_pos_ratio, mask):
+    """Mines over the batch as one pool instead of per image."""
+    num_pos = int((conf_t > 0).sum())
+    k = min(int(neg_pos_ratio * num_pos), int((conf_t == 0).sum()))
+    flat = np.where(conf_t == 0, bg_loss, -np.inf).ravel()
+    mask[:] = conf_t > 0
+    mask.ravel()[np.argsort(-flat, kind="stable")[:k]] = True
+
+
+@pytest.mark.parametrize("wrong", [_mine_counting_positives_as_negatives, _mine_whole_batch])
+def test_wrong_mining_is_caught(monkeypatch, rng, wrong):
+    monkeypatch.setattr(L, "_mine", wrong)
+    with pytest.raises(AssertionError):
+        test_mining_worked_example_with_known_ranks()
+        test_mining_matches_naive(rng)
