@@ -1,0 +1,28 @@
+"""Course assignments cut from the reference code, graded by pytest.
+
+The reference code marks the body of each function a student should write::
+
+    def iou(a, b):
+        \"\"\"docstring stays\"\"\"
+        # [assignment iou] Intersection over union of every pair; clamp the overlap at 0.
+        ...solution...
+        # [/assignment]
+
+- ``python -m minissd.assignments student OUT`` writes the student copy: the whole
+  repository with each region's solution replaced by ``raise NotImplementedError(hint)``.
+- ``pytest`` in any copy ends with the points per chapter (``plugin.py``, parts from
+  ``parts.py``, the one table an instructor edits).
+- ``python -m minissd.assignments grade DIR --json results.json`` grades a copy and writes
+  Gradescope's results.json.
+- ``python -m minissd.assignments check`` lists the regions and the parts and reports
+  markers that are malformed, ungraded or caught in the Numba trap.
+
+docs/instructors.md and docs/students.md tell the whole story.
+"""
+
+from .grade import GradeError, Report, grade, run_graded_tests
+from .markers import MarkerError, Region, find_regions, strip_regions
+from .student import make_student_copy
+
+__all__ = ["GradeError", "MarkerError", "Region", "Report", "find_regions", "grade",
+           "make_student_copy", "run_graded_tests", "strip_regions"]

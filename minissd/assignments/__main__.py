@@ -1,0 +1,109 @@
+"""python -m minissd.assignments {student,grade,check}: see docs/instructors.md."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import minissd
+
+from . import parts as table
+from .check import numba_trap_problems, parts_problems
+from .grade import GradeError, grade
+from .markers import MarkerError, scan_tree
+from .student import INSTRUCTOR_ONLY, _excluded, make_student_copy, source_files
+
+
+def _reference_root() -> Path:
+    """The checkout this minissd was installed from (where the solutions are)."""
+    root = Path(minissd.__file__).resolve().parent.parent
+    if not (root / "pyproject.toml").is_file():
+        raise SystemExit(f"minissd is not installed from a checkout ({root}); give --source")
+    return root
+
+
+def _regions(source: Path):
+    files = [f for f in source_files(source) if not _excluded(f, INSTRUCTOR_ONLY)]
+    return files, scan_tree(source, files)
+
+
+def cmd_student(args) -> int:
+    source = Path(args.source) if args.source else _reference_root()
+    only = set(args.only.split(",")) if args.only else None
+    blanked = make_student_copy(source, args.out, table.PARTS, table.CHAPTERS, only=only)
+    files, regions = _regions(source)
+    for problem in parts_problems(source, regions, table.PARTS):
+        print(f"warning: {problem}", file=sys.stderr)
+    print(f"wrote {args.out}: {len(blanked)} regions blanked "
+          f"({', '.join(sorted({r.name for r in blanked})) or 'none'})")
+    return 0
+
+
+def cmd_grade(args) -> int:
+    parts = table.PARTS
+    if args.part:
+        parts = [p for p in parts if p.name in args.part]
+        if len(parts) != len(set(args.part)):
+            raise SystemExit(f"--part: the parts are {', '.join(p.name for p in table.PARTS)}")
+    report = grade(args.dir, parts, table.CHAPTERS, tests_from=args.tests_from,
+                   timeout=args.timeout)
+    if args.verbose:
+        for test in report.gradescope()["tests"]:
+            print(f"--- {test['name']}: {test['score']:g}/{test['max_score']:g}\n{test['output']}")
+    print(report.table())
+    if report.run.stopped:
+        print(f"the run did not finish: {report.run.stopped}\n{report.run.log[-2000:]}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(report.gradescope(), indent=1) + "\n",
+                                   encoding="utf-8")
+        print(f"wrote {args.json}")
+    return 0
+
+
+def cmd_check(args) -> int:
+    source = Path(args.source) if args.source else _reference_root()
+    files, regions = _regions(source)
+    for r in regions:
+        print(f"{r.where:32} {r.name:24} in {r.function}: {r.hint}")
+    problems = numba_trap_problems(source, files, regions) + parts_problems(
+        source, regions, table.PARTS)
+    for problem in problems:
+        print(f"problem: {problem}")
+    print(f"{len(regions)} regions, {len(table.PARTS)} parts, "
+          f"{sum(p.points for p in table.PARTS):g} points, {len(problems)} problems")
+    return 1 if problems else 0
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m minissd.assignments",
+                                     description="Course assignments cut from minissd.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("student", help="write the student copy")
+    p.add_argument("out", help="folder to create (must not exist, or be empty)")
+    p.add_argument("--only", help="comma-separated region names to blank (default: all)")
+    p.add_argument("--source", help="the reference checkout (default: this minissd's)")
+    p.set_defaults(run=cmd_student)
+    p = sub.add_parser("grade", help="grade a copy; print the table, write results.json")
+    p.add_argument("dir", help="the root of the copy to grade")
+    p.add_argument("--json", help="write Gradescope's results.json here")
+    p.add_argument("--tests-from", help="grade with this checkout's tests/ instead of the "
+                   "copy's own (the submission is not modified)")
+    p.add_argument("--part", action="append", help="grade only this part (repeatable)")
+    p.add_argument("--timeout", type=float, default=900, help="seconds (default 900)")
+    p.add_argument("-v", "--verbose", action="store_true", help="print each part's output")
+    p.set_defaults(run=cmd_grade)
+    p = sub.add_parser("check", help="list regions and parts; report problems")
+    p.add_argument("--source", help="the reference checkout (default: this minissd's)")
+    p.set_defaults(run=cmd_check)
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args)
+    except (MarkerError, GradeError, FileExistsError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

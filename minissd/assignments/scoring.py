@@ -1,0 +1,94 @@
+"""From test outcomes to points: shared by the pytest plugin and the grade command.
+
+- outcomes: dict node id -> (outcome, message), outcome one of "passed", "failed",
+  "skipped", "error"; only "passed" earns points (a skipped graded test earns nothing, so a
+  graded test must not skip on the grading machine).
+- collection_errors: dict test file -> message, for files pytest could not import.
+A part scores ``points * passed / run`` over the tests its patterns select; a part with a
+test file that failed to import scores zero (its tests did not run, and a part must not earn
+full marks from the half that happened to load).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+
+def pattern_regex(pattern: str) -> str:
+    """A node-id pattern (``*`` wildcard, everything else literal) as a regular expression."""
+    return "".join(".*" if c == "*" else re.escape(c) for c in pattern)
+
+
+def part_matcher(part):
+    """A function node_id -> bool that says whether the test belongs to ``part``."""
+    regex = re.compile("|".join(f"(?:{pattern_regex(p)})" for p in part.tests) + r"\Z")
+    return lambda node_id: regex.match(node_id) is not None
+
+
+def test_files(part) -> list[str]:
+    """The file part of each pattern (``tests/test_boxes.py``), possibly with ``*``."""
+    return sorted({p.split("::")[0] for p in part.tests})
+
+
+@dataclass
+class PartScore:
+    """What one part earned, and the lines that explain it to the student."""
+
+    part: object
+    passed: int = 0
+    run: int = 0
+    broken: int = 0  # test files of the part that could not be imported
+    score: float = 0.0
+    lines: list = field(default_factory=list)
+
+    @property
+    def max_score(self) -> float:
+        return float(self.part.points)
+
+
+def _file_matches(pattern_file: str, path: str) -> bool:
+    return re.fullmatch(pattern_regex(pattern_file), path) is not None
+
+
+def score_parts(parts, outcomes: dict, collection_errors: dict | None = None) -> list:
+    """One PartScore per part, in table order."""
+    collection_errors = collection_errors or {}
+    scores = []
+    for part in parts:
+        s = PartScore(part)
+        belongs = part_matcher(part)
+        broken = [f for f in collection_errors
+                  if any(_file_matches(pf, f) for pf in test_files(part))]
+        s.broken = len(broken)
+        for f in broken:
+            s.lines.append(f"ERROR {f} could not be imported: {collection_errors[f]}")
+        failures = []
+        for node_id, (outcome, message) in outcomes.items():
+            if not belongs(node_id):
+                continue
+            s.run += 1
+            if outcome == "passed":
+                s.passed += 1
+            else:
+                failures.append(f"{outcome.upper()} {node_id}" + (f": {message}" if message else ""))
+        if s.run and not broken:
+            s.score = round(part.points * s.passed / s.run, 2)
+        s.lines.append(f"{s.passed} of {s.run} tests passed" if s.run else "no test of this part ran")
+        s.lines += failures
+        scores.append(s)
+    return scores
+
+
+def points_table(scores, chapters) -> list:
+    """Lines of the points table: one row per chapter with its parts, then the total."""
+    rows, total, best = [], 0.0, 0.0
+    for chapter in sorted({s.part.chapter for s in scores}):
+        mine = [s for s in scores if s.part.chapter == chapter]
+        got, out_of = sum(s.score for s in mine), sum(s.max_score for s in mine)
+        detail = ", ".join(f"{s.part.name} {s.score:g}/{s.max_score:g}" for s in mine)
+        title = f"{chapter} {chapters.get(chapter, '')}"
+        rows.append(f"{title:34.34} {got:6g} / {out_of:<5g} {detail}")
+        total, best = total + got, best + out_of
+    rows.append(f"{'total':34} {total:6g} / {best:<5g}")
+    return rows
