@@ -22,17 +22,11 @@ CASES = [
 ]
 
 
-@pytest.fixture
-def small_tile(monkeypatch):
-    """Tiles of 4 x 4 (stumpy's trick of patching the launch constant): several tiles to walk
-    on tiny matrices, ragged edges on every side. (Not faster on the simulator: every
-    cuda.syncthreads() is a barrier of Python threads, and small tiles mean more of them.)"""
-    monkeypatch.setattr(cuda_conv, "TILE", 4)
-
-
 @pytest.mark.parametrize("transpose_a, transpose_b", [(False, False), (True, False), (False, True)])
-def test_cuda_matmul_matches_numpy(rng, small_tile, transpose_a, transpose_b):
-    # 9 x 7 @ 7 x 6 with 4 x 4 tiles: 3 x 2 blocks, 2 tiles along k, every edge ragged.
+def test_cuda_matmul_matches_numpy(rng, monkeypatch, transpose_a, transpose_b):
+    # 4 x 4 tiles (stumpy's trick: patch the launch constant; the simulator reads it when the
+    # kernel runs): 9 x 7 @ 7 x 6 needs 3 x 2 blocks and 2 tiles along k, every edge ragged.
+    monkeypatch.setattr(cuda_conv, "TILE", 4)
     a = rng.standard_normal((9, 7)).astype(np.float32)
     b = rng.standard_normal((7, 6)).astype(np.float32)
     a_in = np.ascontiguousarray(a.T) if transpose_a else a
@@ -43,66 +37,94 @@ def test_cuda_matmul_matches_numpy(rng, small_tile, transpose_a, transpose_b):
 
 def test_cuda_matmul_full_size_tile(rng):
     # The real 16 x 16 tile once: a 17 x 20 result needs 2 x 2 blocks, K = 18 needs 2 tiles.
+    # (Small tiles are not faster on the simulator: each cuda.syncthreads() is a barrier of
+    # Python threads, and small tiles mean more of them.)
     a = rng.standard_normal((17, 18)).astype(np.float32)
     b = rng.standard_normal((18, 20)).astype(np.float32)
     np.testing.assert_allclose(cuda_conv.matmul(a, b), a @ b, rtol=1e-5, atol=1e-5)
 
 
-def test_cuda_matmul_refuses_mismatched_sizes(rng):
+def test_cuda_matmul_refuses_mismatched_sizes():
     with pytest.raises(ValueError, match="inner sizes"):
         cuda_conv.matmul(np.zeros((2, 3)), np.zeros((4, 2)))
 
 
+def test_cuda_layout_changes_match_cpu(rng):
+    x = rng.standard_normal((2, 3, 4, 5)).astype(np.float32)
+    x_pad = cuda_conv.to_padded_nhwc(x, 2)
+    np.testing.assert_array_equal(x_pad, cpu_conv.to_padded_nhwc(x, 2))  # (2, 8, 9, 3)
+    np.testing.assert_array_equal(cuda_conv.to_nchw(x_pad, 2, 4, 5), x)  # and back
+
+
 @pytest.mark.parametrize("case", CASES)
-def test_cuda_im2col_col2im_match_cpu(case, rng):
+def test_cuda_gather_scatter_windows_match_cpu(case, rng):
     cin, _, k, s, p, d, H, W = case
-    x = rng.standard_normal((2, cin, H, W)).astype(np.float32)
-    cols, hw = cuda_conv.im2col(x, k, s, p, d)
-    want, want_hw = cpu_conv.im2col(x, k, s, p, d)
-    assert hw == want_hw
-    np.testing.assert_array_equal(cols, want)  # a pure gather: bit for bit
+    x_pad = cpu_conv.to_padded_nhwc(rng.standard_normal((2, cin, H, W)).astype(np.float32), p)
+    Ho, Wo = cpu_conv.conv_output_size(H, k, s, p, d), cpu_conv.conv_output_size(W, k, s, p, d)
+    r0, r1 = 3, 2 * Ho * Wo - 2  # a chunk that starts and ends inside images
+    cuda = require()
+    cols_d = cuda.device_array((r1 - r0, k * k * cin), np.float32)
+    cuda_conv.gather_windows(cuda.to_device(x_pad), r0, r1, Ho, Wo, k, s, d, cols_d)
+    cols = np.empty((r1 - r0, k * k * cin), np.float32)
+    cpu_conv.gather_windows(x_pad, r0, r1, Ho, Wo, k, s, d, cols)
+    np.testing.assert_array_equal(cols_d.copy_to_host(), cols)  # a pure gather: bit for bit
+
     dcols = rng.standard_normal(cols.shape).astype(np.float32)
-    np.testing.assert_allclose(cuda_conv.col2im(dcols, x.shape, k, s, p, d, *hw),
-                               cpu_conv.col2im(dcols, x.shape, k, s, p, d, *hw), rtol=1e-5, atol=1e-5)
+    start = rng.standard_normal(x_pad.shape).astype(np.float32)  # scatter *adds* into dx_pad
+    dx_d = cuda.to_device(start)
+    cuda_conv.scatter_windows(cuda.to_device(dcols), r0, r1, Ho, Wo, k, s, d, dx_d)
+    dx = start.copy()
+    cpu_conv.scatter_windows(dcols, r0, r1, Ho, Wo, k, s, d, dx)
+    np.testing.assert_allclose(dx_d.copy_to_host(), dx, rtol=1e-5, atol=1e-5)
 
 
-def test_cuda_col2im_is_the_adjoint_of_im2col(rng):
-    # <im2col(x), c> = <x, col2im(c)> for every x, c: the defining property of the backward.
-    x = rng.standard_normal((1, 2, 5, 5)).astype(np.float32)
-    cols, hw = cuda_conv.im2col(x, 3, 2, 1, 1)
+def test_cuda_scatter_is_the_adjoint_of_gather(rng):
+    # <gather(x), c> = <x, scatter(c)> for every x, c: the defining property of the backward.
+    cuda = require()
+    x_pad = rng.standard_normal((1, 7, 7, 2)).astype(np.float32)  # 5 x 5 input, padding 1
+    k, s, d, Ho, Wo = 3, 2, 1, 3, 3
+    cols = cuda.device_array((Ho * Wo, k * k * 2), np.float32)
+    cuda_conv.gather_windows(cuda.to_device(x_pad), 0, Ho * Wo, Ho, Wo, k, s, d, cols)
     c = rng.standard_normal(cols.shape).astype(np.float32)
-    lhs = float(np.sum(cols.astype(np.float64) * c))
-    rhs = float(np.sum(x.astype(np.float64) * cuda_conv.col2im(c, x.shape, 3, 2, 1, 1, *hw)))
+    dx = cuda.to_device(np.zeros_like(x_pad))
+    cuda_conv.scatter_windows(cuda.to_device(c), 0, Ho * Wo, Ho, Wo, k, s, d, dx)
+    lhs = float(np.sum(cols.copy_to_host().astype(np.float64) * c))
+    rhs = float(np.sum(x_pad.astype(np.float64) * dx.copy_to_host()))
     assert lhs == pytest.approx(rhs, rel=1e-5)
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_cuda_conv2d_forward_backward_match_cpu(case, rng):
+def test_cuda_conv2d_layer_matches_cpu(case, rng, monkeypatch):
     cin, cout, k, s, p, d, H, W = case
+    if case == CASES[1]:  # 24 rows of cols in chunks of 16: forward and backward walk 2 chunks
+        monkeypatch.setattr(cuda_conv, "CHUNK_BYTES", 16 * 4 * k * k * cin)
     conv = nn.Conv2d(cin, cout, k, stride=s, padding=p, dilation=d, rng=rng)  # float32
     conv.bias.data[...] = rng.standard_normal(cout)
     x = rng.standard_normal((2, cin, H, W)).astype(np.float32)
+    layer = cuda_conv.Conv2dGPU(conv)
 
-    y, cols = cuda_conv.conv2d_forward(x, conv.weight.data, conv.bias.data, s, p, d)
+    y = layer.forward(x).copy_to_host()
     np.testing.assert_allclose(y, naive.conv2d(x, conv.weight.data, conv.bias.data, s, p, d),
                                rtol=1e-4, atol=1e-5)  # forward went well
 
     g = rng.standard_normal(y.shape).astype(np.float32)
     conv.forward(x)
     dx_cpu = conv.backward(g)
-    dx, dw, db = cuda_conv.conv2d_backward(g, cols, x.shape, conv.weight.data, s, p, d)
+    dx = layer.backward(g).copy_to_host()
     np.testing.assert_allclose(dx, dx_cpu, rtol=1e-4, atol=1e-4)
-    np.testing.assert_allclose(dw, conv.weight.grad, rtol=1e-4, atol=1e-4)
-    np.testing.assert_allclose(db, conv.bias.grad, rtol=1e-4, atol=1e-4)  # backward went well
+    np.testing.assert_allclose(layer.weight_grad.copy_to_host(), conv.weight.grad, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(layer.bias_grad.copy_to_host(), conv.bias.grad, rtol=1e-4, atol=1e-4)
+    # backward went well
 
 
-def test_cuda_conv2d_stays_on_device(rng):
-    cuda = require()
-    x = rng.standard_normal((1, 2, 4, 4)).astype(np.float32)
-    w = rng.standard_normal((3, 2, 3, 3)).astype(np.float32)
-    y, cols = cuda_conv.conv2d_forward(cuda.to_device(x), cuda.to_device(w), None, 1, 1, 1)
-    assert hasattr(y, "copy_to_host") and hasattr(cols, "copy_to_host")
-    np.testing.assert_allclose(y.copy_to_host(), naive.conv2d(x, w, None, 1, 1, 1), rtol=1e-4, atol=1e-5)
-    dx, dw, db = cuda_conv.conv2d_backward(cuda.to_device(np.ones((1, 3, 4, 4), np.float32)), cols, x.shape,
-                                           cuda.to_device(w), 1, 1, 1, needs_input_grad=False)
-    assert dx is None and db.copy_to_host() == pytest.approx([16, 16, 16])  # 1 * 4 * 4 positions
+def test_cuda_conv2d_forward_backward_functions_match_cpu(rng):
+    # The module-level twins with the CPU signatures, on NumPy arrays (NumPy back), no padding.
+    x_pad = rng.standard_normal((1, 4, 4, 2)).astype(np.float32)
+    w_mat = rng.standard_normal((8, 3)).astype(np.float32)  # 2x2 kernel, 2 -> 3 channels
+    y = cuda_conv.conv2d_forward(x_pad, w_mat, (3, 3), 2, 1, 1)
+    np.testing.assert_allclose(y, cpu_conv.conv2d_forward(x_pad, w_mat, (3, 3), 2, 1, 1), rtol=1e-5, atol=1e-5)
+    g = rng.standard_normal(y.shape).astype(np.float32)
+    gw, gx = cuda_conv.conv2d_backward(x_pad, w_mat, g, (3, 3), 2, 1, 1, needs_input_grad=False)
+    want_gw, want_gx = cpu_conv.conv2d_backward(x_pad, w_mat, g, (3, 3), 2, 1, 1, needs_input_grad=False)
+    assert gx is None and want_gx is None
+    np.testing.assert_allclose(gw, want_gw, rtol=1e-5, atol=1e-5)

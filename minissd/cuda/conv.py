@@ -1,31 +1,33 @@
-"""GPU twin of the convolution's heavy part (``minissd.nn.conv``): im2col, col2im, tiled matmul.
+"""GPU twin of ``minissd.nn.conv``: the convolution as gathers and a shared-memory tiled matmul.
 
-Same layout as the CPU ``Conv2d`` (im2col + one matrix product):
+Same layout, same function names and arguments as the CPU twin (read its docstring first):
 
-- ``cols`` is (N*Ho*Wo, C_in*k*k): one row per output position (n, i, j), one column per
-  weight tap (c, u, v), i.e. ``cols[(n*Ho + i)*Wo + j, (c*k + u)*k + v]`` =
-  ``x[n, c, i*s + u*d - p, j*s + v*d - p]`` (0 outside the input);
-- forward   y = cols @ W.T + b          (N*Ho*Wo, C_out), then to NCHW;
-- backward  dW = g.T @ cols, db = column sums of g, dcols = g @ W, dx = col2im(dcols),
-  with g = grad_out as (N*Ho*Wo, C_out) rows.
+- inside, the input is padded channels-last, ``x_pad`` (N, H+2p, W+2p, C_in);
+- ``cols`` (R, k*k*C_in): one row per output position r = (n*Ho + i)*Wo + j, columns
+  ordered (u, v, c); ``w_mat`` (k*k*C_in, C_out) is the weight with rows in that order;
+- forward  y = cols @ w_mat (N*Ho*Wo, C_out); backward dW = cols.T @ dY,
+  dcols = dY @ w_mat.T, scattered back onto the inputs they were gathered from.
 
-The kernels:
+What changes on the GPU:
 
-- ``im2col_kernel``  one thread per entry of ``cols`` (twin of ``nn.conv.im2col``, which
-                     builds the same matrix with a strided NumPy view);
-- ``col2im_kernel``  one thread per input pixel, which *gathers* the window entries that
-                     read it. The CPU twin scatters (adds each kernel tap's slice back); on the
-                     GPU a scatter would need atomic adds, in an order that changes per run;
-                     the gather needs none and gives the same sum every time;
-- ``matmul_kernel``  c = op(a) @ op(b), op = transpose or not, with shared-memory tiles: each
-                     block computes a TILE x TILE piece of c; it walks along k one tile at a
-                     time, its threads first copying a tile of op(a) and of op(b) from global
-                     memory to shared memory (each entry read once per block instead of TILE
-                     times), then multiplying them from there. The transposes of backward read
-                     the same memory with swapped indices instead of copying.
+- ``gather_windows_kernel``: one thread per entry of ``cols``. The grid's x index runs
+  along a row, i.e. along the channels of one tap, so a warp reads 32 neighbouring channels
+  of ``x_pad`` and writes 32 neighbouring entries of ``cols`` (coalesced both ways).
+- ``scatter_windows_kernel``: the CPU adds each ``dcols`` entry onto its input; on a GPU
+  thousands of threads would add into the same input at once, which needs atomic adds, in
+  an order (and so a float rounding) that changes from run to run. Here it is turned around:
+  one thread per input entry *gathers* the ``dcols`` entries that read it (tap (u, v) of
+  output (i, j) reads input (i*s + u*d, j*s + v*d), so input (y, x) is read by output
+  i = (y - u*d) / s when that is a whole number in range). No atomics, the same sum every run.
+- ``matmul_kernel``: c = op(a) @ op(b) with shared-memory tiles (see its docstring); the
+  transposes of backward read the same memory with swapped indices instead of copying.
+- Chunks: the CPU sizes a chunk of ``cols`` to its 2 MiB L2 cache. A GPU has no such cache
+  to fit in, but the chunk still bounds memory: SSD300's first layer at batch 32 would need
+  6.6 GB for all of ``cols``; CHUNK_BYTES keeps it at 256 MiB.
 
-Everything here is float32, the training dtype (shared-memory tiles have a fixed type);
-the gradient checks in float64 are done on the CPU twin.
+Everything here is float32, the training dtype (shared-memory tiles have a fixed type); the
+float64 gradient checks are done on the CPU twin. NumPy in -> NumPy out, device in -> device
+out, as everywhere in ``minissd.cuda``.
 """
 
 import numpy as np
@@ -37,83 +39,106 @@ cuda = require()
 
 TILE = 16  # side of the square tiles of matmul_kernel: 16 x 16 = 256 threads per block
 TILE_2D = (32, 8)  # threads per block of the element-wise 2-D kernels; x runs along columns
+CHUNK_BYTES = 256 << 20  # one chunk of cols on the GPU (the CPU's is 2 MiB, its L2 cache)
 
 
-def _grid_2d(rows, cols, threads=TILE_2D):
-    return (blocks_for(cols, threads[0]), blocks_for(rows, threads[1])), threads
+def _grid_2d(rows, cols):
+    return (blocks_for(cols, TILE_2D[0]), blocks_for(rows, TILE_2D[1])), TILE_2D
 
 
-# ---- im2col / col2im -----------------------------------------------------------------------
-
-@cuda.jit
-def im2col_kernel(x, k, s, p, d, Ho, Wo, cols):
-    """One thread per entry: ``cols[r, q]`` = the input pixel that tap q of window r reads.
-
-    - x: (N, C, H, W); cols: (N*Ho*Wo, C*k*k), written in place (0 where the tap is padding).
-    - r = (n*Ho + i)*Wo + j is the output position, q = (c*k + u)*k + v the weight tap.
-    """
-    q, r = cuda.grid(2)
-    if r < cols.shape[0] and q < cols.shape[1]:
-        n, ij = r // (Ho * Wo), r % (Ho * Wo)
-        i, j = ij // Wo, ij % Wo
-        c, uv = q // (k * k), q % (k * k)
-        u, v = uv // k, uv % k
-        h = i * s + u * d - p  # the input row and column this tap reads
-        w = j * s + v * d - p
-        if 0 <= h < x.shape[2] and 0 <= w < x.shape[3]:
-            cols[r, q] = x[n, c, h, w]
-        else:
-            cols[r, q] = 0.0
-
+# ---- layout changes at the boundary (NCHW <-> padded channels-last) ------------------------
 
 @cuda.jit
-def col2im_kernel(cols, k, s, p, d, Ho, Wo, dx):
-    """One thread per input pixel: ``dx[n, c, h, w]`` = sum of the ``cols`` entries that read it.
-
-    - cols: (N*Ho*Wo, C*k*k), e.g. dcols = g @ W; dx: (N, C, H, W), written in place.
-    Tap (u, v) of output (i, j) reads pixel (i*s + u*d - p, j*s + v*d - p), so pixel (h, w)
-    is read by tap (u, v) of output i = (h + p - u*d) / s when that is a whole number in
-    [0, Ho), and likewise j.
-    """
+def to_padded_nhwc_kernel(x, p, out):
+    """out (N, H+2p, W+2p, C) = x (N, C, H, W) with a border of p zeros; one thread per entry of out."""
     start = cuda.grid(1)
     stride = cuda.gridsize(1)
-    N, C, H, W = dx.shape
+    N, Hp, Wp, C = out.shape
+    for e in range(start, N * Hp * Wp * C, stride):
+        n, h, w, c = e // (Hp * Wp * C), (e // (Wp * C)) % Hp, (e // C) % Wp, e % C
+        h, w = h - p, w - p  # the input pixel, or outside it in the border
+        if 0 <= h < x.shape[2] and 0 <= w < x.shape[3]:
+            out[n, h + p, w + p, c] = x[n, c, h, w]
+        else:
+            out[n, h + p, w + p, c] = 0.0
+
+
+@cuda.jit
+def to_nchw_kernel(a, p, out):
+    """out (N, C, H, W) = a (N, H+2p, W+2p, C) without its border of p; one thread per entry of out."""
+    start = cuda.grid(1)
+    stride = cuda.gridsize(1)
+    N, C, H, W = out.shape
     for e in range(start, N * C * H * W, stride):
-        n, c, hw = e // (C * H * W), (e // (H * W)) % C, e % (H * W)
-        h, w = hw // W, hw % W
-        total = np.float32(0.0)
-        for u in range(k):
-            ti = h + p - u * d  # = i * s if tap u of some output row i reads row h
-            if ti < 0 or ti % s != 0 or ti // s >= Ho:
-                continue
-            i = ti // s
-            for v in range(k):
-                tj = w + p - v * d
-                if tj < 0 or tj % s != 0 or tj // s >= Wo:
-                    continue
-                j = tj // s
-                total += cols[(n * Ho + i) * Wo + j, (c * k + u) * k + v]
-        dx[n, c, h, w] = total
+        n, c, h, w = e // (C * H * W), (e // (H * W)) % C, (e // W) % H, e % W
+        out[n, c, h, w] = a[n, h + p, w + p, c]
 
 
-def im2col(x, k, s, p, d):
-    """(N, C, H, W) -> (cols (N*Ho*Wo, C*k*k) float32, (Ho, Wo)); twin of ``nn.conv.im2col``."""
+def to_padded_nhwc(x, p):
+    """(N, C, H, W) -> (N, H + 2p, W + 2p, C) with a border of p zeros (twin of ``nn.conv``'s)."""
     host = not is_device_array(x)
     x_d = to_device(x, np.float32)
     N, C, H, W = x_d.shape
-    Ho, Wo = conv_output_size(H, k, s, p, d), conv_output_size(W, k, s, p, d)
-    cols = cuda.device_array((N * Ho * Wo, C * k * k), dtype=np.float32)
-    blocks, threads = _grid_2d(*cols.shape)
-    im2col_kernel[blocks, threads](x_d, k, s, p, d, Ho, Wo, cols)
-    return to_host(cols, host), (Ho, Wo)
+    out = cuda.device_array((N, H + 2 * p, W + 2 * p, C), dtype=np.float32)
+    to_padded_nhwc_kernel[blocks_for(out.size), THREADS_1D](x_d, p, out)
+    return to_host(out, host)
 
 
-def col2im(cols, x_shape, k, s, p, d, Ho, Wo):
-    """Adjoint of ``im2col``: (N*Ho*Wo, C*k*k) -> (N, C, H, W); twin of ``nn.conv.col2im``."""
-    host = not is_device_array(cols)
-    dx = cuda.device_array(tuple(x_shape), dtype=np.float32)
-    col2im_kernel[blocks_for(dx.size), THREADS_1D](to_device(cols, np.float32), k, s, p, d, Ho, Wo, dx)
-    return to_host(dx, host)
+def to_nchw(a, p, H, W):
+    """(N, H + 2p, W + 2p, C) -> (N, C, H, W): drop a border of p (twin of ``nn.conv``'s)."""
+    host = not is_device_array(a)
+    a_d = to_device(a, np.float32)
+    out = cuda.device_array((a_d.shape[0], a_d.shape[3], H, W), dtype=np.float32)
+    to_nchw_kernel[blocks_for(out.size), THREADS_1D](a_d, p, out)
+    return to_host(out, host)
+
+
+# ---- one chunk of im2col / col2im, channels-last -------------------------------------------
+
+@cuda.jit
+def gather_windows_kernel(x_pad, r0, r1, Ho, Wo, k, s, d, cols):
+    """cols[r - r0] = the window of output position r, for r in [r0, r1); one thread per entry.
+
+    - x_pad: (N, Hp, Wp, C) padded input; r = (n * Ho + i) * Wo + j indexes outputs
+    - cols: (>= r1 - r0, k*k*C), row layout (u, v, c): tap t = u*k + v at columns t*C ...
+    """
+    col, row = cuda.grid(2)
+    C = x_pad.shape[3]
+    r = r0 + row
+    if r < r1 and col < k * k * C:
+        n, ij = r // (Ho * Wo), r % (Ho * Wo)
+        i, j = ij // Wo, ij % Wo
+        t, c = col // C, col % C  # tap t = u*k + v, channel c
+        u, v = t // k, t % k
+        y, x = i * s + u * d, j * s + v * d  # the input this tap reads
+        cols[row, col] = x_pad[n, y, x, c]
+
+
+@cuda.jit
+def scatter_windows_kernel(dcols, r0, r1, Ho, Wo, k, s, d, dx_pad):
+    """The adjoint of gather_windows: dx_pad[input read by (r, tap)] += dcols[r - r0, tap].
+
+    One thread per entry of ``dx_pad`` adds up the ``dcols`` entries of rows [r0, r1) that
+    read it (a gather: see the module docstring for why not a scatter).
+    """
+    start = cuda.grid(1)
+    stride = cuda.gridsize(1)
+    N, Hp, Wp, C = dx_pad.shape
+    for e in range(start, N * Hp * Wp * C, stride):
+        n, y, x, c = e // (Hp * Wp * C), (e // (Wp * C)) % Hp, (e // C) % Wp, e % C
+        total = np.float32(0.0)
+        for u in range(k):
+            ti = y - u * d  # = i * s if tap u of output row i reads row y
+            if ti < 0 or ti % s != 0 or ti // s >= Ho:
+                continue
+            for v in range(k):
+                tj = x - v * d
+                if tj < 0 or tj % s != 0 or tj // s >= Wo:
+                    continue
+                r = (n * Ho + ti // s) * Wo + tj // s
+                if r0 <= r < r1:
+                    total += dcols[r - r0, (u * k + v) * C + c]
+        dx_pad[n, y, x, c] += total
 
 
 # ---- the tiled matrix product --------------------------------------------------------------
@@ -124,8 +149,10 @@ def matmul_kernel(a, b, c, transpose_a, transpose_b):
 
     - op(a): (M, K); op(b): (K, N); c: (M, N) float32, written in place.
     Thread (ty, tx) of block (by, bx) computes c[by*TILE + ty, bx*TILE + tx]. The plain
-    loop would be ``for kk in range(K): acc += op(a)[row, kk] * op(b)[kk, col]``; here the
-    block walks K one tile at a time and reads both tiles from shared memory.
+    loop would be ``for kk in range(K): acc += op(a)[row, kk] * op(b)[kk, col]``, reading
+    each entry of a and b from global memory TILE times per block. Here the block walks K
+    one tile at a time: its threads first copy a TILE x TILE tile of op(a) and of op(b)
+    into shared memory (one entry each), and then all multiply from there.
     """
     sa = cuda.shared.array((TILE, TILE), np.float32)  # a TILE x TILE piece of op(a)
     sb = cuda.shared.array((TILE, TILE), np.float32)  # ... and of op(b)
@@ -149,105 +176,194 @@ def matmul_kernel(a, b, c, transpose_a, transpose_b):
         cuda.syncthreads()  # 2. wait until both tiles are complete ...
         for kk in range(TILE):
             acc += sa[ty, kk] * sb[kk, tx]
-        cuda.syncthreads()  # 3. ... and until everyone has used them before overwriting
+        cuda.syncthreads()  # 3. ... and until everyone has used them, before overwriting
     if row < M and col < N:
         c[row, col] = acc
 
 
-def matmul(a, b, transpose_a=False, transpose_b=False):
-    """op(a) @ op(b) in float32 on the GPU; NumPy in -> NumPy out, device in -> device out."""
+def matmul(a, b, transpose_a=False, transpose_b=False, out=None):
+    """op(a) @ op(b) in float32 on the GPU; NumPy in -> NumPy out, device in -> device out.
+
+    - out: an optional device array (M, N) to write into (a chunk's rows of a bigger result).
+    """
     host = not (is_device_array(a) or is_device_array(b))
     a_d, b_d = to_device(a, np.float32), to_device(b, np.float32)
     M, K = (a_d.shape[1], a_d.shape[0]) if transpose_a else a_d.shape
     Kb, N = (b_d.shape[1], b_d.shape[0]) if transpose_b else b_d.shape
     if K != Kb:
         raise ValueError(f"matmul: inner sizes differ, op(a) is {(M, K)} and op(b) is {(Kb, N)}")
-    c = cuda.device_array((M, N), dtype=np.float32)
+    c = cuda.device_array((M, N), dtype=np.float32) if out is None else out
     blocks = (blocks_for(N, TILE), blocks_for(M, TILE))
     matmul_kernel[blocks, (TILE, TILE)](a_d, b_d, c, transpose_a, transpose_b)
     return to_host(c, host)
 
 
-# ---- the rest of a convolution: NCHW <-> rows, bias ------------------------------------------
-
 @cuda.jit
-def rows_to_nchw_kernel(rows, bias, Ho, Wo, y):
-    """``y[n, o, i, j]`` = ``rows[(n*Ho + i)*Wo + j, o]`` + ``bias[o]`` (the forward's last step)."""
+def add_kernel(a, b):
+    """a += b (same shape, flattened views): accumulates a chunk's dW as the CPU's ``+=`` does."""
     start = cuda.grid(1)
     stride = cuda.gridsize(1)
-    N, O = y.shape[0], y.shape[1]
-    for e in range(start, N * O * Ho * Wo, stride):
-        n, o, ij = e // (O * Ho * Wo), (e // (Ho * Wo)) % O, e % (Ho * Wo)
-        y[n, o, ij // Wo, ij % Wo] = rows[n * Ho * Wo + ij, o] + bias[o]
+    for e in range(start, a.shape[0], stride):
+        a[e] += b[e]
+
+
+# ---- forward and backward, chunk by chunk (the CPU twin's loops) ---------------------------
+
+def _chunk_rows(row_width, itemsize):
+    """Rows per chunk so that one chunk of cols fills about CHUNK_BYTES."""
+    return max(32, CHUNK_BYTES // (row_width * itemsize))
+
+
+def gather_windows(x_pad, r0, r1, Ho, Wo, k, s, d, cols):
+    """Launch ``gather_windows_kernel`` on device arrays (cols written in place)."""
+    blocks, threads = _grid_2d(r1 - r0, cols.shape[1])
+    gather_windows_kernel[blocks, threads](x_pad, r0, r1, Ho, Wo, k, s, d, cols)
+
+
+def scatter_windows(dcols, r0, r1, Ho, Wo, k, s, d, dx_pad):
+    """Launch ``scatter_windows_kernel`` on device arrays (dx_pad accumulated in place)."""
+    scatter_windows_kernel[blocks_for(dx_pad.size), THREADS_1D](dcols, r0, r1, Ho, Wo, k, s, d, dx_pad)
+
+
+def conv2d_forward(x_pad, w_mat, out_hw, k, s, d):
+    """Y = im2col(x_pad) @ w_mat, chunk by chunk (twin of ``nn.conv.conv2d_forward``).
+
+    - x_pad: (N, Hp, Wp, C_in) padded channels-last input
+    - w_mat: (k*k*C_in, C_out), rows ordered (u, v, c)
+    - returns y: (N*Ho*Wo, C_out), rows ordered (n, i, j)
+    """
+    host = not (is_device_array(x_pad) or is_device_array(w_mat))
+    x_pad, w_mat = to_device(x_pad, np.float32), to_device(w_mat, np.float32)
+    N, Ho, Wo = x_pad.shape[0], out_hw[0], out_hw[1]
+    rows = N * Ho * Wo
+    R = _chunk_rows(w_mat.shape[0], 4)
+    cols = cuda.device_array((min(R, rows), w_mat.shape[0]), dtype=np.float32)  # one chunk of im2col
+    y = cuda.device_array((rows, w_mat.shape[1]), dtype=np.float32)
+    for r0 in range(0, rows, R):
+        r1 = min(r0 + R, rows)
+        gather_windows(x_pad, r0, r1, Ho, Wo, k, s, d, cols)
+        matmul(cols[:r1 - r0], w_mat, out=y[r0:r1])  # (R, kkC) @ (kkC, C_out)
+    return to_host(y, host)
+
+
+def conv2d_backward(x_pad, w_mat, grad_y, out_hw, k, s, d, needs_input_grad=True):
+    """Gradients of a convolution, chunk by chunk (twin of ``nn.conv.conv2d_backward``).
+
+    - x_pad: (N, Hp, Wp, C_in) the padded channels-last input of forward
+    - w_mat: (k*k*C_in, C_out); grad_y: (N*Ho*Wo, C_out), rows ordered (n, i, j)
+    - returns (grad_w_mat (k*k*C_in, C_out), grad_x_pad (N, Hp, Wp, C_in) or None)
+    """
+    host = not (is_device_array(x_pad) or is_device_array(grad_y))
+    x_pad, w_mat, grad_y = (to_device(a, np.float32) for a in (x_pad, w_mat, grad_y))
+    N, Ho, Wo = x_pad.shape[0], out_hw[0], out_hw[1]
+    rows = N * Ho * Wo
+    R = _chunk_rows(w_mat.shape[0], 4)
+    cols = cuda.device_array((min(R, rows), w_mat.shape[0]), dtype=np.float32)
+    dcols = cuda.device_array_like(cols)
+    grad_w = cuda.to_device(np.zeros(w_mat.shape, np.float32))
+    grad_w_chunk = cuda.device_array_like(grad_w)
+    grad_x_pad = cuda.to_device(np.zeros(x_pad.shape, np.float32)) if needs_input_grad else None
+    for r0 in range(0, rows, R):
+        r1 = min(r0 + R, rows)
+        gather_windows(x_pad, r0, r1, Ho, Wo, k, s, d, cols)
+        matmul(cols[:r1 - r0], grad_y[r0:r1], transpose_a=True, out=grad_w_chunk)  # (kkC, R) @ (R, C_out)
+        add_kernel[blocks_for(grad_w.size), THREADS_1D](grad_w.reshape(-1), grad_w_chunk.reshape(-1))
+        if needs_input_grad:
+            matmul(grad_y[r0:r1], w_mat, transpose_b=True, out=dcols[:r1 - r0])  # (R, C_out) @ (C_out, kkC)
+            scatter_windows(dcols, r0, r1, Ho, Wo, k, s, d, grad_x_pad)
+    return to_host(grad_w, host), (None if grad_x_pad is None else to_host(grad_x_pad, host))
+
+
+# ---- the layer's remaining steps: weight layout, bias ----------------------------------------
+
+@cuda.jit
+def w_mat_kernel(weight, w_mat):
+    """w_mat[(u*k + v)*C_in + c, o] = weight[o, c, u, v]: (C_out, C_in, k, k) -> (k*k*C_in, C_out)."""
+    start = cuda.grid(1)
+    stride = cuda.gridsize(1)
+    O, C, k = weight.shape[0], weight.shape[1], weight.shape[2]
+    for e in range(start, O * C * k * k, stride):
+        o, c, u, v = e // (C * k * k), (e // (k * k)) % C, (e // k) % k, e % k
+        w_mat[(u * k + v) * C + c, o] = weight[o, c, u, v]
 
 
 @cuda.jit
-def nchw_to_rows_kernel(g_nchw, rows):
-    """``rows[(n*Ho + i)*Wo + j, o]`` = ``g_nchw[n, o, i, j]`` (the backward's first step)."""
+def w_grad_kernel(grad_w_mat, weight_grad):
+    """weight_grad[o, c, u, v] += grad_w_mat[(u*k + v)*C_in + c, o] (the inverse layout change)."""
     start = cuda.grid(1)
     stride = cuda.gridsize(1)
-    N, O, Ho, Wo = g_nchw.shape
-    for e in range(start, N * O * Ho * Wo, stride):
-        n, o, ij = e // (O * Ho * Wo), (e // (Ho * Wo)) % O, e % (Ho * Wo)
-        rows[n * Ho * Wo + ij, o] = g_nchw[n, o, ij // Wo, ij % Wo]
+    O, C, k = weight_grad.shape[0], weight_grad.shape[1], weight_grad.shape[2]
+    for e in range(start, O * C * k * k, stride):
+        o, c, u, v = e // (C * k * k), (e // (k * k)) % C, (e // k) % k, e % k
+        weight_grad[o, c, u, v] += grad_w_mat[(u * k + v) * C + c, o]
+
+
+@cuda.jit
+def add_bias_kernel(y, bias):
+    """y[r, o] += bias[o] for y (N*Ho*Wo, C_out)."""
+    o, r = cuda.grid(2)
+    if r < y.shape[0] and o < y.shape[1]:
+        y[r, o] += bias[o]
 
 
 @cuda.jit
 def column_sums_kernel(rows, out):
-    """``out[o]`` = sum over r of ``rows[r, o]``: one thread per column (the bias gradient).
+    """out[o] += sum over r of rows[r, o]: one thread per column (the bias gradient).
 
-    Neighbouring threads read neighbouring entries of each row (coalesced); C_out threads
-    are few, but each only streams down its column once.
+    Neighbouring threads read neighbouring entries of each row (coalesced). There are only
+    C_out threads, each streaming down its column: good enough next to the matmuls.
     """
     o = cuda.grid(1)
     if o < rows.shape[1]:
         total = np.float32(0.0)
         for r in range(rows.shape[0]):
             total += rows[r, o]
-        out[o] = total
+        out[o] += total
 
 
-def conv2d_forward(x, weight, bias=None, stride=1, padding=0, dilation=1):
-    """Forward of ``nn.Conv2d`` on the GPU: returns (y, cols), cols kept for the backward.
+class Conv2dGPU:
+    """``nn.Conv2d``'s forward and backward on the GPU, on device copies of a layer's parameters.
 
-    - x: (N, C_in, H, W); weight: (C_out, C_in, k, k); bias: (C_out,) or None; float32.
-    - returns: y (N, C_out, Ho, Wo), cols (N*Ho*Wo, C_in*k*k) (device arrays, or NumPy for
-      NumPy inputs).
+    - conv: an ``nn.Conv2d``; its weight and bias are copied to the device once
+      (``.weight``, ``.bias``, and their gradients ``.weight_grad``, ``.bias_grad``, zeroed).
+    - forward(x (N, C_in, H, W) device) -> (N, C_out, Ho, Wo) device, float32;
+      backward(grad_out) -> grad of x (or None), accumulating the parameters' gradients.
+    The steps are ``nn.Conv2d.forward`` / ``backward`` line by line.
     """
-    host = not (is_device_array(x) or is_device_array(weight))
-    C_out, k = weight.shape[0], weight.shape[2]
-    if x.shape[1] != weight.shape[1]:
-        raise ValueError(f"conv2d_forward: x has {x.shape[1]} channels, weight expects {weight.shape[1]}")
-    cols, (Ho, Wo) = im2col(to_device(x, np.float32), k, stride, padding, dilation)  # (N*Ho*Wo, C_in*k*k)
-    w = to_device(weight, np.float32).reshape(C_out, -1)  # (C_out, C_in*k*k)
-    rows = matmul(cols, w, transpose_b=True)  # (N*Ho*Wo, C_out)
-    b = to_device(np.zeros(C_out, np.float32) if bias is None else bias, np.float32)
-    y = cuda.device_array((x.shape[0], C_out, Ho, Wo), dtype=np.float32)
-    rows_to_nchw_kernel[blocks_for(y.size), THREADS_1D](rows, b, Ho, Wo, y)
-    return to_host(y, host), to_host(cols, host)
 
+    def __init__(self, conv):
+        self.k, self.s, self.p, self.d = conv.kernel_size, conv.stride, conv.padding, conv.dilation
+        self.needs_input_grad = conv.needs_input_grad
+        self.weight = to_device(conv.weight.data, np.float32)
+        self.bias = None if conv.bias is None else to_device(conv.bias.data, np.float32)
+        self.weight_grad = cuda.to_device(np.zeros(self.weight.shape, np.float32))
+        self.bias_grad = None if self.bias is None else cuda.to_device(np.zeros(self.bias.shape, np.float32))
+        O, C, k = self.weight.shape[0], self.weight.shape[1], self.k
+        self.w_mat = cuda.device_array((k * k * C, O), dtype=np.float32)  # (k*k*C_in, C_out)
+        w_mat_kernel[blocks_for(self.weight.size), THREADS_1D](self.weight, self.w_mat)
 
-def conv2d_backward(grad_out, cols, x_shape, weight, stride=1, padding=0, dilation=1,
-                    needs_input_grad=True):
-    """Backward of ``nn.Conv2d`` on the GPU: returns (dx or None, dweight, dbias).
+    def forward(self, x):
+        x = to_device(x, np.float32)
+        N, _, H, W = x.shape
+        Ho, Wo = (conv_output_size(n, self.k, self.s, self.p, self.d) for n in (H, W))
+        x_pad = to_padded_nhwc(x, self.p)  # (N, H+2p, W+2p, C_in)
+        y = conv2d_forward(x_pad, self.w_mat, (Ho, Wo), self.k, self.s, self.d)  # (N*Ho*Wo, C_out)
+        if self.bias is not None:
+            blocks, threads = _grid_2d(*y.shape)
+            add_bias_kernel[blocks, threads](y, self.bias)
+        self._x_pad, self._in_hw = x_pad, (H, W)  # kept for backward
+        return to_nchw(y.reshape(N, Ho, Wo, y.shape[1]), 0, Ho, Wo)  # (N, C_out, Ho, Wo)
 
-    - grad_out: (N, C_out, Ho, Wo); cols: (N*Ho*Wo, C_in*k*k) from ``conv2d_forward``;
-      x_shape: (N, C_in, H, W); weight: (C_out, C_in, k, k); float32.
-    - returns: dx (N, C_in, H, W) (None unless needs_input_grad), dweight like weight,
-      dbias (C_out,); the caller adds them into its ``.grad`` as ``nn.Conv2d`` does.
-    """
-    host = not (is_device_array(grad_out) or is_device_array(cols))
-    N, C_out, Ho, Wo = grad_out.shape
-    k = weight.shape[2]
-    g = cuda.device_array((N * Ho * Wo, C_out), dtype=np.float32)
-    nchw_to_rows_kernel[blocks_for(g.size), THREADS_1D](to_device(grad_out, np.float32), g)  # (N*Ho*Wo, C_out)
-    cols_d = to_device(cols, np.float32)
-    dw = matmul(g, cols_d, transpose_a=True).reshape(weight.shape)  # (C_out, C_in*k*k) -> (C_out, C_in, k, k)
-    db = cuda.device_array(C_out, dtype=np.float32)
-    column_sums_kernel[blocks_for(C_out), THREADS_1D](g, db)
-    dx = None
-    if needs_input_grad:
-        dcols = matmul(g, to_device(weight, np.float32).reshape(C_out, -1))  # (N*Ho*Wo, C_in*k*k)
-        dx = col2im(dcols, x_shape, k, stride, padding, dilation, Ho, Wo)  # (N, C_in, H, W)
-        dx = to_host(dx, host)
-    return dx, to_host(dw, host), to_host(db, host)
+    def backward(self, grad_out):
+        grad_out = to_device(grad_out, np.float32)
+        N, C_out, Ho, Wo = grad_out.shape
+        grad_y = to_padded_nhwc(grad_out, 0).reshape(N * Ho * Wo, C_out)  # (N*Ho*Wo, C_out)
+        grad_w, grad_x_pad = conv2d_backward(self._x_pad, self.w_mat, grad_y, (Ho, Wo), self.k,
+                                             self.s, self.d, self.needs_input_grad)
+        w_grad_kernel[blocks_for(self.weight.size), THREADS_1D](grad_w, self.weight_grad)
+        if self.bias is not None:
+            column_sums_kernel[blocks_for(C_out), THREADS_1D](grad_y, self.bias_grad)
+        if grad_x_pad is None:
+            return None
+        H, W = self._in_hw
+        return to_nchw(grad_x_pad, self.p, H, W)  # (N, C_in, H, W)
