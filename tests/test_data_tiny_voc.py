@@ -157,3 +157,17 @@ def test_colour_does_not_name_the_class():
     centroids = np.stack([colours[labels == k].mean(0) for k in range(len(TINY_VOC_CLASSES))])
     guess = np.argmin(((colours[:, None] - centroids[None]) ** 2).sum(-1), axis=1)
     assert len(labels) > 150 and (guess == labels).mean() < 0.3
+
+
+def test_describe_counts_agree_with_the_reader(built):
+    from minissd.data.tiny_voc import describe
+
+    stats = describe(built)
+    ds = VOCDataset(built, "train")
+    n_objects = sum(len(a.labels) for a in ds.annotations)
+    train = stats["train"]
+    assert train["images"] == 10 and train["objects"] == n_objects
+    assert sum(train["per_class"].values()) == n_objects
+    assert sum(train["relative_size_histogram"].values()) == n_objects
+    assert sum(k * v for k, v in train["objects_per_image"].items()) == n_objects
+    assert train["difficult"] == sum(int(a.difficult.sum()) for a in ds.annotations)

@@ -473,3 +473,45 @@ def make_tiny_voc(root=None, seed=0, config: TinyVOCConfig | None = None, worker
         if not _is_complete(root, config, seed):
             raise
     return root
+
+
+# ---- the numbers on the dataset card -----------------------------------------------------------
+
+SIZE_BUCKETS = (0.0, 0.10, 0.20, 0.40, 0.60, 1.01)  # box's longer side / the image's matching side
+
+
+def describe(root, splits=("train", "val")) -> dict:
+    """Statistics of a VOC folder's splits, from the annotations (docs/tiny-voc.md prints these).
+
+    Per split: images, image side range, objects (per class), objects per image histogram,
+    empty images, difficult / truncated / occluded counts and a histogram of relative box size
+    (max(box width / image width, box height / image height)) over SIZE_BUCKETS.
+    """
+    from .voc import VOCDataset
+
+    out = {}
+    for split in splits:
+        ds = VOCDataset(root, split)
+        anns = ds.annotations
+        counts = np.array([len(a.labels) for a in anns])
+        labels = np.concatenate([a.labels for a in anns])
+        rel = np.concatenate([np.maximum(a.boxes[:, 2] - a.boxes[:, 0], a.boxes[:, 3] - a.boxes[:, 1])
+                              for a in anns])
+        hist, _ = np.histogram(rel, bins=SIZE_BUCKETS)
+        out[split] = {
+            "images": len(anns),
+            "width_range": (min(a.width for a in anns), max(a.width for a in anns)),
+            "height_range": (min(a.height for a in anns), max(a.height for a in anns)),
+            "objects": int(len(labels)),
+            "per_class": {c: int((labels == k + 1).sum()) for k, c in enumerate(ds.classes)},
+            "objects_per_image": {int(k): int((counts == k).sum()) for k in range(counts.max() + 1)},
+            "empty_images": int((counts == 0).sum()),
+            "difficult": int(sum(a.difficult.sum() for a in anns)),
+            "truncated": int(sum(a.truncated.sum() for a in anns)),
+            "occluded": int(sum(a.occluded.sum() for a in anns)),
+            "relative_size_histogram": {f"{lo:.0%}-{hi:.0%}" if hi <= 1 else f">{lo:.0%}": int(h)
+                                        for lo, hi, h in zip(SIZE_BUCKETS[:-1], SIZE_BUCKETS[1:], hist)},
+            "relative_size_median": float(np.median(rel)),
+        }
+    return out
+
