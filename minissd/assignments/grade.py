@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .markers import MarkerError, scan_tree
-from .scoring import pattern_regex, points_table, score_parts, test_files
+from .scoring import points_table, tests_regex, score_parts, test_files
 from .student import CACHE_PATTERNS, INSTRUCTOR_ONLY, _excluded, source_files
 
 
@@ -61,7 +61,7 @@ def run_graded_tests(root, parts, *, package="minissd", pytest_args=(), env=None
                     for p in root.glob(pattern)})
     if not files:
         return Run(stopped="no test file of these parts exists")
-    regex = "|".join(f"(?:{pattern_regex(p)})" for part in parts for p in part.tests) + r"\Z"
+    regex = tests_regex([p for part in parts for p in part.tests])
     with tempfile.TemporaryDirectory(prefix="minissd-grade-") as tmp:
         shutil.copy(Path(__file__).with_name("_reporter.py"), Path(tmp, "_minissd_grade_reporter.py"))
         records = Path(tmp, "records.jsonl")

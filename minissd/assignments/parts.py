@@ -1,10 +1,12 @@
 """The graded parts: the one table an instructor edits.
 
 Each part names the marked regions a student writes for it (``# [assignment NAME]`` in the
-reference code) and the tests that grade it, as pytest node ids where ``*`` matches any run
-of characters (``tests/test_boxes.py::test_iou*`` takes every test whose name starts with
-``test_iou``, parametrised cases included). A part scores ``points * passed / run`` over its
-tests. A test may count for two parts; keep that rare, or one mistake costs twice.
+reference code) and the tests that grade it, as pytest node ids (``file::test_name``, where
+``*`` matches any run of characters; a test's parametrised cases ``name[...]`` are included).
+A part scores ``points * passed / run`` over its tests. Pick tests that exercise the
+computation: a bad-input test passes with the function still blank (the checks sit outside
+the region), and a test that monkeypatches in a wrong version checks the tests, not the
+student. A test may count for two parts; keep that rare, or one mistake costs twice.
 
 Parts build on one another as the chapters do (``match`` calls ``iou`` and ``encode``), so a
 student works through them in order. ``python -m minissd.assignments check`` verifies that
@@ -24,6 +26,7 @@ CHAPTERS = {
     4: "Loss and hard negative mining",
     5: "Layers and backprop",
     8: "Inference and evaluation",
+    9: "Augmentation and small objects",
 }
 
 
@@ -47,5 +50,66 @@ class Part:
     tests: tuple
 
 
+
+def _tests(file, *names):
+    """Node-id patterns for tests ``names`` of one test file."""
+    return tuple(f"tests/{file}::{name}" for name in names)
+
+
 PARTS = (
+    # -- 1. boxes -----------------------------------------------------------------------------
+    Part("iou", 1, "IoU matrix of two sets of boxes", 8, ("iou",), _tests(
+        "test_boxes.py", "test_iou_known_boxes", "test_iou_matches_naive_and_is_symmetric_in_unit_range",
+        "test_iou_empty_and_degenerate")),
+    Part("encode_decode", 1, "encode and decode against default boxes", 8, ("encode", "decode"),
+         _tests("test_boxes.py", "test_encode_worked_example",
+                "test_encode_decode_round_trip_and_naive")),
+    Part("voc_boxes", 1, "VOC pixel boxes to normalised corners", 3, ("voc_to_normalised",),
+         _tests("test_data_voc.py", "test_boxes_labels_and_1_based_conversion",
+                "test_conversion_inverts_to_continuous_pixels")),
+    # -- 2. default boxes ---------------------------------------------------------------------
+    Part("default_boxes", 2, "SSD300's 8732 default boxes", 8, ("default_boxes",), _tests(
+        "test_priors.py", "test_ssd300_has_8732_priors", "test_ssd300_order_first_locations",
+        "test_clip_clamps_centres_and_sizes_outside_the_image", "test_scale_formula")),
+    # -- 3. matching --------------------------------------------------------------------------
+    Part("match", 3, "matching ground truths to default boxes", 10, ("match",), _tests(
+        "test_matching.py", "test_worked_example_best_prior_below_threshold_is_still_positive",
+        "test_threshold_is_inclusive_and_configurable", "test_forced_prior_overrides_a_better_object",
+        "test_matches_naive_on_random_images", "test_batch_equals_one_image_at_a_time")),
+    # -- 4. loss ------------------------------------------------------------------------------
+    Part("hard_negative_mining", 4, "hard negative mining at 3:1", 8, ("hard_negative_mining",),
+         _tests("test_loss.py", "test_mining_worked_example_with_known_ranks",
+                "test_mining_matches_naive")),
+    Part("multibox_loss", 4, "the multibox loss and its gradients", 10, ("multibox_loss",), _tests(
+        "test_loss.py", "test_multibox_loss_values_by_hand", "test_multibox_loss_gradient_check",
+        "test_multibox_loss_float32_and_no_positives")),
+    # -- 5. layers ----------------------------------------------------------------------------
+    Part("relu_backward", 5, "ReLU backward", 2, ("relu_backward",),
+         _tests("test_nn_gradcheck.py", "test_relu_and_a_wrong_relu")),
+    Part("conv_backward", 5, "convolution backward (stride, padding, dilation)", 10,
+         ("conv_backward",), _tests("test_nn_conv.py", "test_gradients_match_finite_differences",
+                                    "test_without_bias_and_without_input_grad",
+                                    "test_backward_accumulates")),
+    Part("maxpool_backward", 5, "max-pool backward", 5, ("maxpool_backward",),
+         _tests("test_nn_pool.py", "test_gradient_matches_finite_differences",
+                "test_backward_worked_example")),
+    Part("l2norm_backward", 5, "L2Norm backward", 5, ("l2norm_backward",),
+         _tests("test_nn_norm.py", "test_l2norm_gradients_and_zero_vector")),
+    Part("sgd_step", 5, "SGD with momentum and weight decay", 4, ("sgd_step",), _tests(
+        "test_nn_optim.py", "test_plain_sgd", "test_sgd_momentum_and_weight_decay_by_hand",
+        "test_sgd_nesterov_by_hand")),
+    # -- 8. inference and evaluation -----------------------------------------------------------
+    Part("nms", 8, "greedy non-maximum suppression", 6, ("nms",), _tests(
+        "test_nms.py", "test_nms_worked_example", "test_suppressed_boxes_do_not_suppress",
+        "test_nms_matches_naive", "test_detect_worked_example")),
+    # -- 9. augmentation ------------------------------------------------------------------------
+    Part("photometric_distort", 9, "photometric distortion", 3, ("photometric_distort",), _tests(
+        "test_data_augment.py", "test_brightness_alone_adds_delta",
+        "test_photometric_leaves_boxes_and_shape")),
+    Part("expand", 9, "zoom out (expand) for small objects", 3, ("expand",), _tests(
+        "test_data_augment.py", "test_expand_keeps_boxes_on_the_same_pixels",
+        "test_expand_fills_with_the_mean")),
+    Part("random_iou_crop", 9, "random IoU crop", 4, ("random_iou_crop",), _tests(
+        "test_data_augment.py", "test_crop_keeps_exactly_the_boxes_whose_centres_are_inside",
+        "test_crop_meets_its_min_iou")),
 )

@@ -20,9 +20,14 @@ def pattern_regex(pattern: str) -> str:
     return "".join(".*" if c == "*" else re.escape(c) for c in pattern)
 
 
+def tests_regex(patterns) -> str:
+    """One regular expression for node-id patterns; each also takes its cases ``[...]``."""
+    return "(?:" + "|".join(pattern_regex(p) for p in patterns) + r")(?:\[.*\])?\Z"
+
+
 def part_matcher(part):
     """A function node_id -> bool that says whether the test belongs to ``part``."""
-    regex = re.compile("|".join(f"(?:{pattern_regex(p)})" for p in part.tests) + r"\Z")
+    regex = re.compile(tests_regex(part.tests))
     return lambda node_id: regex.match(node_id) is not None
 
 
