@@ -1,0 +1,237 @@
+"""GPU twin of ``minissd.nms``: greedy NMS and the whole ``detect`` post-processing on the GPU.
+
+Greedy NMS (Liu et al. 2016, sec. 3; DESIGN.md): walk the boxes from the highest score
+down; keep a box unless a box kept before it overlaps it by IoU > threshold. The walk is
+sequential by nature (whether box a is kept depends on every decision before it); what can
+run in parallel is one step's work, comparing the kept box with every later box. So
+``nms_kernel`` is the CPU's ``_suppress`` with:
+
+- one *block* per NMS problem (one class of one image), all problems of a batch at once;
+- the inner loop ``for b in range(a + 1, N)`` spread over the block's threads (block-stride),
+  and a ``cuda.syncthreads()`` after each step before anyone looks at box a + 1.
+
+``detect`` keeps everything else on the GPU too, with two more kernels that *rank* instead
+of sorting (the idea of ``minissd.cuda.loss``): a candidate's place in the sorted list is
+the number of candidates that beat it, so each thread counts those, stopping once the count
+shows it is out of the list, and writes itself straight into its place. The CPU twin uses
+``np.argpartition`` + ``np.argsort``; the result is the same list (equal scores: lower prior
+index first) except when equal scores straddle the ``max_per_class`` cut, where
+``np.argpartition`` picks among them arbitrarily and the ranking takes the lower indices.
+"""
+
+import math
+
+import numpy as np
+
+from minissd import boxes as cpu_boxes
+from minissd.boxes import VARIANCES
+from minissd.cuda import THREADS_1D, blocks_for, is_device_array, require, to_device
+from minissd.cuda.boxes import _box_iou_gpu, decode_kernel
+
+cuda = require()
+
+NMS_THREADS = 128  # threads of one block, i.e. of one NMS problem
+
+
+@cuda.jit
+def nms_kernel(boxes, image, order, count, iou_threshold, suppressed):
+    """Greedy NMS of problem q = ``cuda.blockIdx.x``; twin of ``nms._suppress``.
+
+    - boxes: (B, P, 4) corner form, the boxes of B images;
+    - image: (Q,) the image of problem q; order: (Q, L) its box indices by decreasing
+      score, padded; count: (Q,) how many of a row of ``order`` are real (N);
+    - iou_threshold: a box is dropped when its IoU with a kept box is > iou_threshold;
+    - suppressed: (Q, L) bool, written, by position in ``order`` as on the CPU: the kept
+      boxes are ``order[q, a]`` for the a < N with ``suppressed[q, a]`` False.
+    """
+    q = cuda.blockIdx.x
+    m, N = image[q], count[q]
+    for a in range(cuda.threadIdx.x, N, cuda.blockDim.x):
+        suppressed[q, a] = False
+    cuda.syncthreads()
+    for a in range(N):  # every thread walks the same a, in order
+        if not suppressed[q, a]:  # box a survived every better box: kept; it drops the rest
+            i = order[q, a]
+            for b in range(a + 1 + cuda.threadIdx.x, N, cuda.blockDim.x):
+                j = order[q, b]
+                if not suppressed[q, b] and _box_iou_gpu(boxes[m, i, 0], boxes[m, i, 1], boxes[m, i, 2], boxes[m, i, 3],
+                                                         boxes[m, j, 0], boxes[m, j, 1], boxes[m, j, 2], boxes[m, j, 3]) > iou_threshold:
+                    suppressed[q, b] = True
+        cuda.syncthreads()  # outside the if: every thread of the block must reach it
+
+
+def nms(boxes, scores, iou_threshold):
+    """Greedy NMS of one set of boxes on the GPU (twin of ``minissd.nms.nms``).
+
+    - boxes: (N, 4) corner form; scores: (N,); iou_threshold in [0, 1].
+    - returns: kept indices (K,) int64, highest score first (equal scores: lower index first).
+    The sort by score is NumPy's, on the host, as in the CPU's ``_nms``; ``detect`` ranks on
+    the GPU instead.
+    """
+    boxes = cpu_boxes._as_boxes(boxes, "boxes")
+    scores = np.asarray(scores)
+    if scores.shape != (boxes.shape[0],) or scores.dtype.kind not in "fiu":
+        raise ValueError(f"scores: expected ({boxes.shape[0]},) numbers to go with boxes, got "
+                         f"shape {scores.shape} dtype {scores.dtype}")
+    if not np.all(np.isfinite(scores)):
+        raise ValueError("scores: contains NaN or inf")
+    if not 0.0 <= float(iou_threshold) <= 1.0:
+        raise ValueError(f"iou_threshold: expected a number in [0, 1], got {iou_threshold}")
+    N = boxes.shape[0]
+    order = np.argsort(-scores, kind="stable")[None]  # (1, N)
+    suppressed = cuda.device_array((1, max(N, 1)), dtype=np.bool_)
+    if N:
+        nms_kernel[1, NMS_THREADS](to_device(boxes[None], np.float32), to_device(np.zeros(1), np.int64),
+                                   to_device(order, np.int64), to_device(np.array([N]), np.int64),
+                                   float(iou_threshold), suppressed)
+    return order[0][~suppressed.copy_to_host()[0, :N]].astype(np.int64)
+
+
+# ---- detect: decode, softmax, per-class candidates, NMS, top-k, all on the GPU -------------
+
+@cuda.jit
+def softmax_kernel(conf, scores):
+    """scores[b, p] = softmax(conf[b, p]) over the classes, as exp(log_softmax), the CPU's formula."""
+    start = cuda.grid(1)
+    stride = cuda.gridsize(1)
+    B, P, K = conf.shape
+    for e in range(start, B * P, stride):
+        b, p = e // P, e % P
+        top = conf[b, p, 0]
+        for c in range(1, K):
+            top = max(top, conf[b, p, c])
+        total = 0.0
+        for c in range(K):
+            total += math.exp(conf[b, p, c] - top)
+        log_total = math.log(total)
+        for c in range(K):
+            scores[b, p, c] = math.exp(conf[b, p, c] - top - log_total)
+
+
+@cuda.jit
+def clip_kernel(x, lo, hi):
+    """x = min(max(x, lo), hi), for a flat array (decoded boxes into the image)."""
+    start = cuda.grid(1)
+    stride = cuda.gridsize(1)
+    for e in range(start, x.shape[0], stride):
+        x[e] = min(max(x[e], lo), hi)
+
+
+@cuda.jit
+def candidates_kernel(scores, conf_threshold, order, count):
+    """Per (image, class) problem: the max_per_class best boxes above the threshold, best first.
+
+    - scores: (B, P, C+1); problem q = b * C + (c - 1) is the grid's y index, x runs over priors;
+    - order: (Q, L) int64, written: order[q, r] = the prior ranked r (L = max_per_class);
+    - count: (Q,) int64, zeroed by the caller: how many rows of order[q] are filled.
+    Prior p's rank = how many candidates beat it (a higher score, or the same score at a
+    lower index); it is in the list when its rank < L, and then writes itself at its rank.
+    """
+    q = cuda.blockIdx.y
+    C = scores.shape[2] - 1
+    b, c = q // C, q % C + 1
+    P, L = scores.shape[1], order.shape[1]
+    start = cuda.grid(1)
+    stride = cuda.gridsize(1)
+    for p in range(start, P, stride):
+        s = scores[b, p, c]
+        if not s > conf_threshold:
+            continue
+        rank = 0
+        for o in range(P):
+            if rank >= L:
+                break
+            t = scores[b, o, c]
+            if t > conf_threshold and (t > s or (t == s and o < p)):
+                rank += 1
+        if rank < L:
+            order[q, rank] = p
+            cuda.atomic.add(count, q, 1)
+
+
+@cuda.jit
+def top_k_kernel(boxes, scores, order, count, suppressed, top_k, out_boxes, out_labels, out_scores, out_count):
+    """Per image: the top_k kept detections over all classes, best first, ranked like the candidates.
+
+    - boxes (B, P, 4) and scores (B, P, C+1) of the images; order, count from
+      ``candidates_kernel``; suppressed from ``nms_kernel``;
+    - thread (x = position a, y = problem q) holds the detection order[q, a] of class c if
+      it survived NMS; it counts the kept detections of the same image that come before it
+      in the CPU's order (a higher score; on equal scores a lower class, then an earlier
+      position) and, if fewer than top_k do, writes itself at that place.
+    - out_boxes (B, top_k, 4), out_labels (B, top_k), out_scores (B, top_k): written;
+      out_count (B,), zeroed by the caller: how many places of each image are filled.
+    """
+    a, q = cuda.grid(2)
+    C = scores.shape[2] - 1
+    if q >= order.shape[0] or a >= count[q] or suppressed[q, a]:
+        return
+    b, c = q // C, q % C + 1
+    s = scores[b, order[q, a], c]
+    rank = 0
+    for q2 in range(b * C, (b + 1) * C):  # the problems (classes) of image b
+        c2 = q2 % C + 1
+        for a2 in range(count[q2]):
+            if rank >= top_k:
+                break
+            if not suppressed[q2, a2]:
+                t = scores[b, order[q2, a2], c2]
+                if t > s or (t == s and (c2 < c or (c2 == c and a2 < a))):
+                    rank += 1
+    if rank < top_k:
+        for k in range(4):
+            out_boxes[b, rank, k] = boxes[b, order[q, a], k]
+        out_labels[b, rank] = c
+        out_scores[b, rank] = s
+        cuda.atomic.add(out_count, b, 1)
+
+
+def detect(loc, conf, priors, conf_threshold=0.01, nms_threshold=0.45, top_k=200,
+           variances=VARIANCES, max_per_class=200):
+    """Detections for a batch, on the GPU (twin of ``minissd.nms.detect``, same arguments).
+
+    - loc: (B, P, 4) offsets; conf: (B, P, C+1) logits; priors: (P, 4) centre form
+      (NumPy or device arrays; NumPy ones are checked as on the CPU).
+    - returns: a list of B tuples (boxes (K, 4) float32 corner form clipped to [0, 1],
+      labels (K,) int64 in 1..C, scores (K,) float32), best first, K <= top_k; the only copy
+      back to the host is these (B, top_k) results.
+    """
+    if not any(is_device_array(a) for a in (loc, conf, priors)):
+        loc, conf = np.asarray(loc), np.asarray(conf)
+        if conf.ndim != 3 or conf.shape[2] < 2 or loc.shape != conf.shape[:2] + (4,):
+            raise ValueError(f"detect: expected loc (B, P, 4) and conf (B, P, C+1), got {loc.shape} and {conf.shape}")
+        if not (np.all(np.isfinite(loc)) and np.all(np.isfinite(conf))):
+            raise ValueError("loc or conf: contains NaN or inf")
+        priors = cpu_boxes._check_priors(priors)
+    v0, v1 = cpu_boxes._check_variances(variances)
+    if top_k < 1 or max_per_class < 1:
+        raise ValueError(f"top_k and max_per_class: expected >= 1, got {top_k}, {max_per_class}")
+    B, P, K = conf.shape
+    C, L = K - 1, int(max_per_class)
+
+    boxes = cuda.device_array((B * P, 4), dtype=np.float32)  # decoded, images one after another
+    decode_kernel[blocks_for(B * P), THREADS_1D](to_device(loc, np.float32).reshape(B * P, 4),
+                                                 to_device(priors, np.float32), np.float32(v0), np.float32(v1), boxes)
+    clip_kernel[blocks_for(B * P * 4), THREADS_1D](boxes.reshape(B * P * 4), np.float32(0.0), np.float32(1.0))
+    boxes = boxes.reshape(B, P, 4)
+    scores = cuda.device_array((B, P, K), dtype=np.float32)
+    softmax_kernel[blocks_for(B * P), THREADS_1D](to_device(conf, np.float32), scores)
+
+    Q = B * C  # one problem per (image, class)
+    order = cuda.device_array((Q, L), dtype=np.int64)
+    count = cuda.to_device(np.zeros(Q, np.int64))
+    candidates_kernel[(blocks_for(P), Q), THREADS_1D](scores, np.float32(conf_threshold), order, count)
+    image = cuda.to_device(np.repeat(np.arange(B, dtype=np.int64), C))  # (Q,) image of each problem
+    suppressed = cuda.device_array((Q, L), dtype=np.bool_)
+    nms_kernel[Q, NMS_THREADS](boxes, image, order, count, float(nms_threshold), suppressed)
+
+    out_boxes = cuda.device_array((B, top_k, 4), dtype=np.float32)
+    out_labels = cuda.device_array((B, top_k), dtype=np.int64)
+    out_scores = cuda.device_array((B, top_k), dtype=np.float32)
+    out_count = cuda.to_device(np.zeros(B, np.int64))
+    grid = (blocks_for(L, 32), blocks_for(Q, 4))
+    top_k_kernel[grid, (32, 4)](boxes, scores, order, count, suppressed, top_k,
+                               out_boxes, out_labels, out_scores, out_count)
+    n = out_count.copy_to_host()
+    bx, lb, sc = out_boxes.copy_to_host(), out_labels.copy_to_host(), out_scores.copy_to_host()
+    return [(bx[b, :n[b]], lb[b, :n[b]], sc[b, :n[b]]) for b in range(B)]
