@@ -149,3 +149,49 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False):
     return out
 
 # ---- evaluation (AP) -----------------------------------------------------------------------
+
+
+def average_precision(detections, ground_truths, label, iou_threshold=0.5, use_07_metric=True):
+    """One class's AP, following the VOC devkit step by step (VOCevaldet.m / voc_eval.py).
+
+    detections: list over images of (boxes, labels, scores); ground_truths: list over images
+    of (boxes, labels, difficult). Like the devkit, a detection on a difficult object keeps
+    its place in the ranking with tp = fp = 0.
+    """
+    ranked = []  # (score, image, box)
+    for i, (boxes, labels, scores) in enumerate(detections):
+        for box, lab, s in zip(boxes, labels, scores):
+            if lab == label:
+                ranked.append((-float(s), i, list(box)))
+    ranked.sort(key=lambda r: (r[0], r[1]))  # best first; ties: image order
+    gt = [[(list(b), bool(d)) for b, lab, d in zip(*g) if lab == label] for g in ground_truths]
+    npos = sum(not d for objs in gt for _, d in objs)
+    taken = [[False] * len(objs) for objs in gt]
+    tp, fp = [], []
+    for _, i, box in ranked:
+        best, best_j = -1.0, -1
+        for j, (g, _) in enumerate(gt[i]):
+            o = iou([box], [g])[0, 0]
+            if o > best:
+                best, best_j = o, j
+        t = f = 0
+        if best >= iou_threshold:
+            if not gt[i][best_j][1]:
+                if not taken[i][best_j]:
+                    t, taken[i][best_j] = 1, True
+                else:
+                    f = 1
+        else:
+            f = 1
+        tp.append(t)
+        fp.append(f)
+    tp, fp = np.cumsum(tp), np.cumsum(fp)
+    rec = tp / npos
+    prec = tp / np.maximum(tp + fp, np.finfo(np.float64).eps)
+    if use_07_metric:
+        return sum(max([p for r, p in zip(rec, prec) if r >= t], default=0.0) for t in np.arange(0, 1.1, 0.1)) / 11
+    mrec = [0.0] + list(rec) + [1.0]
+    mpre = [0.0] + list(prec) + [0.0]
+    for k in range(len(mpre) - 2, -1, -1):
+        mpre[k] = max(mpre[k], mpre[k + 1])
+    return sum((mrec[k + 1] - mrec[k]) * mpre[k + 1] for k in range(len(mrec) - 1) if mrec[k + 1] != mrec[k])
