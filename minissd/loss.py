@@ -62,6 +62,47 @@ def softmax_cross_entropy(logits, labels):
     return loss, grad
 
 
+@njit(cache=True, parallel=True)
+def _log_sum_exp(conf, out):
+    """``out[b, p] = log(sum_k exp(conf[b, p, k]))``, stable (one image per thread).
+
+    - conf: (B, P, K) float; out: (B, P), written.
+    The largest logit m is taken out first, log sum exp(c) = m + log sum exp(c - m), so no
+    exponent exceeds 0. A Numba loop: NumPy's reductions over a short last axis (K = 21)
+    are slow, and this is the step that touches every logit of the batch.
+    """
+    B, P, K = conf.shape
+    for b in prange(B):
+        for p in range(P):
+            m = conf[b, p, 0]
+            for k in range(1, K):
+                m = max(m, conf[b, p, k])
+            s = 0.0
+            for k in range(K):
+                s += np.exp(conf[b, p, k] - m)
+            out[b, p] = m + np.log(s)
+
+
+@njit(cache=True, parallel=True)
+def _softmax_grad(conf, lse, conf_t, mask, scale, dconf):
+    """Gradient of ``scale * sum over the mask of cross-entropy``: (softmax - onehot) * scale.
+
+    - conf: (B, P, K) logits; lse: (B, P) their log-sum-exp; conf_t: (B, P) labels;
+    - mask: (B, P) bool, the rows in the loss; scale: 1 / N;
+    - dconf: (B, P, K), written: 0 on the rows outside the mask.
+    """
+    B, P, K = conf.shape
+    for b in prange(B):
+        for p in range(P):
+            if mask[b, p]:
+                for k in range(K):
+                    dconf[b, p, k] = np.exp(conf[b, p, k] - lse[b, p]) * scale  # softmax
+                dconf[b, p, conf_t[b, p]] -= scale  # - onehot(label)
+            else:
+                for k in range(K):
+                    dconf[b, p, k] = 0.0
+
+
 # ---- hard negative mining --------------------------------------------------------------------
 
 @njit(cache=True, nogil=True)
@@ -208,22 +249,23 @@ def multibox_loss(loc_p, conf_p, loc_t, conf_t, neg_pos_ratio=3, alpha=1.0):
     conf_t = _check_targets(conf_t, (B, P), num_classes=K - 1)
     dtype = np.result_type(loc_p.dtype, conf_p.dtype)
 
-    # [assignment multibox_loss] Log-softmax (stable), bg loss = -logp[..., 0], mine, then sum smooth-L1 over positives and cross-entropy over the mask, both / N; gradients of both.
+    # [assignment multibox_loss] lse = log-sum-exp of each prior's logits; bg loss = lse - conf[..., 0]; mine; cross-entropy (lse - conf[label]) over the mask and smooth-L1 over positives, both / N; gradients: (softmax - onehot) / N on the mask, alpha * smooth-L1' / N on positives.
     pos = conf_t > 0  # (B, P)
     N = max(int(pos.sum()), 1)
 
-    # confidence: log-softmax once; bg_loss ranks the negatives, the mask picks the terms
-    logp = log_softmax(conf_p.astype(dtype, copy=False))  # (B, P, K)
-    if not np.all(np.isfinite(logp[..., 0])):  # one (B, P) check instead of B*P*K
+    # confidence: log-sum-exp once per prior; -log softmax(conf)[c] = lse - conf[c]
+    conf_p = conf_p.astype(dtype, copy=False)
+    lse = np.empty((B, P), dtype=dtype)
+    _log_sum_exp(conf_p, lse)  # (B, P)
+    if not np.all(np.isfinite(lse)):  # one (B, P) check instead of B*P*K
         raise ValueError("conf_p: contains NaN or inf")
+    bg_loss = np.ascontiguousarray(lse - conf_p[..., 0])  # (B, P), ranks the negatives
     mask = np.empty((B, P), dtype=np.bool_)
-    _mine(np.ascontiguousarray(-logp[..., 0]), np.ascontiguousarray(conf_t), float(neg_pos_ratio), mask)
-    ce = -np.take_along_axis(logp, conf_t[..., None], axis=-1)[..., 0]  # (B, P)
+    _mine(bg_loss, np.ascontiguousarray(conf_t), float(neg_pos_ratio), mask)
+    ce = lse - np.take_along_axis(conf_p, conf_t[..., None], axis=-1)[..., 0]  # (B, P)
     loss_c = float(ce[mask].sum(dtype=np.float64)) / N
-    dconf = np.exp(logp, out=logp)  # softmax, reusing logp's memory; (B, P, K)
-    b, p = np.nonzero(mask)  # (M,) each: the mined priors
-    dconf[b, p, conf_t[b, p]] -= 1  # softmax - onehot(label)
-    dconf *= (mask / N).astype(dtype)[..., None]  # 0 outside the mask
+    dconf = np.empty_like(conf_p)  # (B, P, K)
+    _softmax_grad(conf_p, lse, conf_t, mask, 1.0 / N, dconf)
 
     # localisation: smooth L1 over the positives only
     diff = (loc_p[pos] - loc_t[pos]).astype(dtype, copy=False)  # (num_pos, 4)
