@@ -288,8 +288,10 @@ def draw_image(config: TinyVOCConfig, seed: int, index: int):
                      ix0 + int(xs.max()) + 1, iy0 + int(ys.max()) + 1),
         })
 
-    # grain over everything (objects included), strength varying per image
-    canvas += rng.standard_normal((H, W), dtype=np.float32) * np.float32(rng.uniform(2, 10))
+    # grain over everything (objects included), strength varying per image: uniform noise with
+    # standard deviation sigma (uniform numbers cost a fifth of normal ones, and look the same)
+    sigma = rng.uniform(2, 10)
+    canvas += (rng.random((H, W), dtype=np.float32) - 0.5) * np.float32(sigma * math.sqrt(12))
     image = np.clip(canvas + 0.5, 0, 255).astype(np.uint8).transpose(1, 2, 0).copy()  # (H, W, 3)
     objects = []
     for s in shapes:
