@@ -39,7 +39,7 @@ from .voc import CLASSES_FILE, DatasetError
 
 TINY_VOC_CLASSES = ("circle", "square", "triangle", "star", "cross", "ring")
 MARKER = "tiny-voc.json"  # written last: its presence (with matching counts) means "complete"
-FORMAT_VERSION = 1  # bump when the drawing changes, so old copies are rebuilt
+FORMAT_VERSION = 2  # bump when the drawing changes, so old copies are rebuilt
 
 
 @dataclass(frozen=True)
