@@ -11,7 +11,7 @@ import numpy as np
 from numba import njit
 
 from .boxes import VARIANCES, _as_boxes, _box_iou_cpu, _check_priors, _check_variances, _decode_rows
-from .loss import log_softmax
+from .loss import _log_sum_exp
 
 
 @njit(cache=True, nogil=True)
@@ -104,15 +104,18 @@ def detect(loc, conf, priors, conf_threshold=0.01, nms_threshold=0.45, top_k=200
         raise ValueError(f"top_k and max_per_class: expected >= 1, got {top_k}, {max_per_class}")
 
     priors = np.ascontiguousarray(priors, dtype=np.float32)
-    scores_all = np.exp(log_softmax(conf.astype(np.float32)))  # (B, P, C+1) softmax
+    conf = conf.astype(np.float32, copy=False)
+    lse = np.empty((B, P), dtype=np.float32)
+    _log_sum_exp(conf, lse)  # (B, P)
     results = []
     for b in range(B):
         boxes = np.empty((P, 4), dtype=np.float32)
         _decode_rows(np.ascontiguousarray(loc[b], dtype=np.float32), priors, v0, v1, boxes)
         np.clip(boxes, 0.0, 1.0, out=boxes)  # (P, 4) corner form inside the image
+        probs = np.ascontiguousarray(np.exp(conf[b] - lse[b][:, None]).T)  # (C+1, P) softmax, a row per class
         out_boxes, out_labels, out_scores = [], [], []
         for c in range(1, K):
-            scores = scores_all[b, :, c]  # (P,)
+            scores = probs[c]  # (P,)
             cand = np.flatnonzero(scores > conf_threshold)  # (n,)
             if cand.size > max_per_class:  # the best max_per_class, found without a full sort
                 best = np.argpartition(-scores[cand], max_per_class - 1)[:max_per_class]
