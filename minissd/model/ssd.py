@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..data.augment import MEAN, STD
 from ..nn import L2Norm, Module
 from ..priors import SSD300_VOC, PriorConfig, default_boxes
 from .backbone import SSD300_TABLES, build_stage, receptive_field, stage_output
@@ -36,8 +37,8 @@ class SSDConfig:
       ``priors.feature_maps`` must equal the sides the tables produce.
     - batch_norm: BatchNorm2d after every convolution of the tables (not the heads).
     - l2norm_first: L2Norm (scale 20) on the first source map, as SSD300 does on conv4_3.
-    - mean, std: per-channel normalisation of the RGB input in [0, 1]
-      (``(pixel / 255 - mean) / std``), which the data loader and detect apply.
+    - mean, std: per-channel normalisation of the RGB input on the 0-255 scale,
+      ``(pixel - mean) / std``, which the data pipeline and detect apply.
     """
 
     name: str
@@ -45,8 +46,8 @@ class SSDConfig:
     priors: PriorConfig
     batch_norm: bool = False
     l2norm_first: bool = False
-    mean: tuple = (0.485, 0.456, 0.406)  # ImageNet statistics, the usual choice
-    std: tuple = (0.229, 0.224, 0.225)
+    mean: tuple = MEAN  # ImageNet statistics (minissd.data.augment), the usual choice
+    std: tuple = STD
     notes: str = field(default="", compare=False)
 
     @property
