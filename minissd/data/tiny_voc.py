@@ -39,7 +39,7 @@ from .voc import CLASSES_FILE, DatasetError
 
 TINY_VOC_CLASSES = ("circle", "square", "triangle", "star", "cross", "ring")
 MARKER = "tiny-voc.json"  # written last: its presence (with matching counts) means "complete"
-FORMAT_VERSION = 2  # bump when the drawing changes, so old copies are rebuilt
+FORMAT_VERSION = 3  # bump when the drawing changes, so old copies are rebuilt
 
 
 @dataclass(frozen=True)
@@ -204,10 +204,10 @@ def _far_colour(rng, avoid):
     """A colour whose brightness differs from ``avoid`` (the background under the object) by at
     least 60 of 255, so that every object can be seen at all."""
     lum = np.array([0.299, 0.587, 0.114], np.float32)
-    for _ in range(20):
-        c = _random_colour(rng)
-        if abs(float(c @ lum) - float(avoid @ lum)) >= 60:
-            return c
+    candidates = rng.integers(0, 256, size=(16, 3)).astype(np.float32)  # drawn at once: one call
+    far = np.abs(candidates @ lum - float(avoid @ lum)) >= 60
+    if far.any():
+        return candidates[np.argmax(far)]  # the first far one
     return np.full(3, 255.0 if float(avoid @ lum) < 128 else 0.0, np.float32)
 
 
