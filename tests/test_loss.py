@@ -48,6 +48,8 @@ def test_mining_matches_naive(rng):
     bg_loss[:, ::7] = 0.5  # many ties
     conf_t = np.where(rng.random((B, P)) < rng.random((B, 1)) * 0.4, rng.integers(1, 5, (B, P)), 0)
     conf_t[0] = 0  # an image with no objects
+    bg_loss[1] = np.arange(P)  # increasing and decreasing losses: the filter's worst cases
+    bg_loss[2] = -np.arange(P)
     for ratio in (3, 1, 0.5):
         np.testing.assert_array_equal(hard_negative_mining(bg_loss, conf_t, ratio),
                                       naive.hard_negative_mining(bg_loss, conf_t, ratio))
