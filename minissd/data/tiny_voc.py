@@ -39,7 +39,7 @@ from .voc import CLASSES_FILE, DatasetError
 
 TINY_VOC_CLASSES = ("circle", "square", "triangle", "star", "cross", "ring")
 MARKER = "tiny-voc.json"  # written last: its presence (with matching counts) means "complete"
-FORMAT_VERSION = 3  # bump when the drawing changes, so old copies are rebuilt
+FORMAT_VERSION = 4  # bump when the drawing changes, so old copies are rebuilt
 
 
 @dataclass(frozen=True)
@@ -232,7 +232,9 @@ def draw_image(config: TinyVOCConfig, seed: int, index: int):
 
     n = 0 if rng.random() < config.empty_fraction else int(rng.integers(1, config.max_objects + 1))
     owner = np.full((H, W), -1, np.int16)  # which object shows at each pixel (alpha > 0.5)
-    shapes = []  # per placed object: name, total area, clipped bbox, full-shape mask footprint
+    # per placed object: name; total = solid pixels of the whole shape; inside = those inside
+    # the image; visible = those not covered by a later object; bbox in VOC pixels
+    shapes = []
     short = min(W, H)
     for _ in range(n):
         name = TINY_VOC_CLASSES[int(rng.integers(len(TINY_VOC_CLASSES)))]
@@ -261,7 +263,9 @@ def draw_image(config: TinyVOCConfig, seed: int, index: int):
             solid = a > 0.5
             total = int((alpha > 0.5).sum())
             if total == 0 or solid.sum() < 0.5 * total:
-                continue
+                continue  # more than half off the image: try another place
+            if solid.any(axis=0).sum() < 2 or solid.any(axis=1).sum() < 2:
+                continue  # a sliver at the edge: VOC boxes need xmax > xmin
             # would this placement hide too much of an earlier object?
             hidden = np.bincount(owner[iy0:iy1, ix0:ix1][solid] + 1, minlength=len(shapes) + 1)[1:]
             if all(prev["visible"] - int(hid) >= config.min_visible * prev["total"]
@@ -295,9 +299,6 @@ def draw_image(config: TinyVOCConfig, seed: int, index: int):
     image = np.clip(canvas + 0.5, 0, 255).astype(np.uint8).transpose(1, 2, 0).copy()  # (H, W, 3)
     objects = []
     for s in shapes:
-        xmin, ymin, xmax, ymax = s["bbox"]
-        if xmax <= xmin or ymax <= ymin:  # a sliver: VOC boxes need some extent
-            continue
         visible = s["visible"] / s["total"]
         objects.append({
             "name": s["name"],

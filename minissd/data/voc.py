@@ -149,7 +149,7 @@ def parse_annotation(xml_path, image_path, image_id, class_index) -> Annotation:
         raise DatasetError(f"{xml_path}: image size {width}x{height} is not positive")
 
     boxes, labels, difficult, truncated, occluded = [], [], [], [], []
-    for k, obj in enumerate(root.iter("object")):
+    for k, obj in enumerate(root.findall("object")):
         name = _text(obj, "name", xml_path)
         if name not in class_index:
             raise DatasetError(f"{xml_path}: object {k} has unknown class {name!r}")
