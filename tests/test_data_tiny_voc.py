@@ -43,7 +43,8 @@ def test_layout_and_reader(built):
         assert ((labels >= 1) & (labels <= len(TINY_VOC_CLASSES))).all()
 
 
-def test_same_bytes_for_a_seed(built, tmp_path):
+def test_same_bytes_for_a_seed_with_worker_processes(built, tmp_path, monkeypatch):
+    monkeypatch.setattr("minissd.data.tiny_voc.POOL_MIN_IMAGES", 0)  # use the pool even for 14
     again = make_tiny_voc(tmp_path / "b", seed=3, n_train=10, n_val=4, workers=2)
     assert files(again) == files(built)
     assert verify_tiny_voc(again)
@@ -171,3 +172,10 @@ def test_describe_counts_agree_with_the_reader(built):
     assert sum(train["relative_size_histogram"].values()) == n_objects
     assert sum(k * v for k, v in train["objects_per_image"].items()) == n_objects
     assert train["difficult"] == sum(int(a.difficult.sum()) for a in ds.annotations)
+
+
+@pytest.mark.parametrize("bad", [dict(n_train=-1), dict(n_train=0, n_val=0), dict(min_side=300),
+                                 dict(empty_fraction=1.5), dict(max_objects=0)])
+def test_bad_config_is_refused(bad):
+    with pytest.raises(ValueError, match="TinyVOCConfig"):
+        TinyVOCConfig(**bad)

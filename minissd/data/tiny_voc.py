@@ -39,6 +39,7 @@ from .voc import CLASSES_FILE, DatasetError
 
 TINY_VOC_CLASSES = ("circle", "square", "triangle", "star", "cross", "ring")
 MARKER = "tiny-voc.json"  # written last: its presence (with matching counts) means "complete"
+POOL_MIN_IMAGES = 300  # below this, starting worker processes costs more than it saves
 FORMAT_VERSION = 4  # bump when the drawing changes, so old copies are rebuilt
 
 
@@ -68,6 +69,20 @@ class TinyVOCConfig:
     occluded_visible: float = 0.85    # visible fraction of the in-image part below which <occluded>=1
     scribbles: tuple = (2, 7)     # distractor lines/arcs per image
     jpeg_quality: int = 90
+
+    def __post_init__(self):
+        if self.n_train < 0 or self.n_val < 0 or self.n_train + self.n_val == 0:
+            raise ValueError(f"TinyVOCConfig: need n_train, n_val >= 0 and some images, got "
+                             f"{self.n_train}, {self.n_val}")
+        if not 16 <= self.min_side <= self.max_side:
+            raise ValueError(f"TinyVOCConfig: need 16 <= min_side <= max_side, got "
+                             f"{self.min_side}, {self.max_side}")
+        for name in ("empty_fraction", "small_fraction", "truncate_fraction", "min_visible",
+                     "difficult_visible", "occluded_visible"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"TinyVOCConfig: {name} must lie in [0, 1], got {getattr(self, name)}")
+        if self.max_objects < 1:
+            raise ValueError(f"TinyVOCConfig: max_objects must be >= 1, got {self.max_objects}")
 
 
 # ---- where the data lives ----------------------------------------------------------------------
@@ -452,8 +467,9 @@ def make_tiny_voc(root=None, seed=0, config: TinyVOCConfig | None = None, worker
     # Every image depends on (seed, i) only, so processes may draw them in any order and the
     # bytes stay the same; a pool pays off only past a few hundred images.
     workers = min(os.cpu_count() or 1, 4) if workers is None else workers
-    chunks = [range(a, min(a + 100, n)) for a in range(0, n, 100)]
-    if workers > 1 and n >= 300:
+    size = max(1, min(100, math.ceil(n / (4 * max(workers, 1)))))  # a few chunks per worker
+    chunks = [range(a, min(a + size, n)) for a in range(0, n, size)]
+    if workers > 1 and n >= POOL_MIN_IMAGES:
         with ProcessPoolExecutor(workers) as pool:
             list(pool.map(_write_images, [tmp] * len(chunks), [config] * len(chunks),
                           [seed] * len(chunks), chunks))
