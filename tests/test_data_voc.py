@@ -59,6 +59,7 @@ def test_boxes_labels_and_1_based_conversion():
 def test_image_pixels_rgb_uint8():
     image = VOCDataset(FIXTURE, "train")[0][0]
     assert image.shape == (12, 16, 3) and image.dtype == np.uint8
+    assert image.flags.writeable  # a learner may draw on it
     # left half red, right half blue (JPEG is lossy, so a tolerance)
     np.testing.assert_allclose(image[6, 2], (255, 0, 0), atol=25)
     np.testing.assert_allclose(image[6, 13], (0, 0, 255), atol=25)

@@ -243,7 +243,7 @@ def resize(image, boxes, labels, rng=None, size=300):
     pil = Image.fromarray(np.ascontiguousarray(image))
     # reducing_gap: shrink by an integer factor with a box filter first, then resample; much
     # faster on a 4x expanded image and visually the same
-    return np.asarray(pil.resize((sw, sh), Image.BILINEAR, reducing_gap=2.0)), boxes, labels
+    return np.array(pil.resize((sw, sh), Image.BILINEAR, reducing_gap=2.0)), boxes, labels
 
 
 def normalize(image, boxes, labels, rng=None, mean=MEAN, std=STD):

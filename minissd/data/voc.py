@@ -211,7 +211,7 @@ def load_image(path) -> np.ndarray:
     """Decode a JPEG to (H, W, 3) uint8 RGB (grey images are expanded to three channels)."""
     try:
         with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))  # (H, W, 3) uint8
+            return np.array(im.convert("RGB"))  # (H, W, 3) uint8, writeable (asarray's is not)
     except Exception as e:
         raise DatasetError(f"{path}: corrupt image ({e})") from None
 
