@@ -129,10 +129,11 @@ def test_expand_fills_with_the_mean():
     rng = np.random.default_rng(1)
     out, _, _ = A.expand(image, np.zeros((0, 4), np.float32), np.zeros(0, np.int64), rng, p=1.0)
     assert out.shape[0] > 10
+    rows, cols = np.nonzero(~out.any(-1))  # where the black 10 x 10 image was pasted
+    assert rows.max() - rows.min() + 1 == 10 and cols.max() - cols.min() + 1 == 10
     outside = np.ones(out.shape[:2], bool)
-    outside[np.nonzero(out.any(-1))] = True
-    rows, cols = np.nonzero(~out.any(-1))  # the pasted black image
     outside[rows.min():rows.max() + 1, cols.min():cols.max() + 1] = False
+    # the paper's mean (123.675, 116.28, 103.53) rounded to uint8
     np.testing.assert_array_equal(out[outside], np.broadcast_to([124, 116, 104], (outside.sum(), 3)))
 
 
