@@ -1,4 +1,6 @@
-"""minissd.cuda.conv against the CPU twin minissd.nn.conv and the naive.conv2d oracle."""
+"""minissd.cuda.conv against the CPU twin nn.Conv2d, the naive.conv2d oracle, and im2col written out.
+
+Only nn.Conv2d's public behaviour is compared: its internals are another algorithm."""
 
 import numpy as np
 import pytest
@@ -49,32 +51,52 @@ def test_cuda_matmul_refuses_mismatched_sizes():
         cuda_conv.matmul(np.zeros((2, 3)), np.zeros((4, 2)))
 
 
-def test_cuda_layout_changes_match_cpu(rng):
+def reference_cols(x_pad, r0, r1, Ho, Wo, k, s, d):
+    """im2col as the definition reads, channels-last: row r = output (n, i, j), columns (u, v, c)."""
+    C = x_pad.shape[3]
+    cols = np.zeros((r1 - r0, k * k * C), x_pad.dtype)
+    for r in range(r0, r1):
+        n, i, j = r // (Ho * Wo), (r // Wo) % Ho, r % Wo
+        for u in range(k):
+            for v in range(k):
+                cols[r - r0, (u * k + v) * C:(u * k + v + 1) * C] = x_pad[n, i * s + u * d, j * s + v * d]
+    return cols
+
+
+def reference_scatter(dcols, r0, r1, Ho, Wo, k, s, d, dx_pad):
+    """The adjoint of reference_cols, entry by entry (adds into dx_pad)."""
+    C = dx_pad.shape[3]
+    for r in range(r0, r1):
+        n, i, j = r // (Ho * Wo), (r // Wo) % Ho, r % Wo
+        for u in range(k):
+            for v in range(k):
+                dx_pad[n, i * s + u * d, j * s + v * d] += dcols[r - r0, (u * k + v) * C:(u * k + v + 1) * C]
+
+
+def test_cuda_layout_changes(rng):
     x = rng.standard_normal((2, 3, 4, 5)).astype(np.float32)
-    x_pad = cuda_conv.to_padded_nhwc(x, 2)
-    np.testing.assert_array_equal(x_pad, cpu_conv.to_padded_nhwc(x, 2))  # (2, 8, 9, 3)
+    x_pad = cuda_conv.to_padded_nhwc(x, 2)  # (2, 8, 9, 3)
+    np.testing.assert_array_equal(x_pad, np.pad(x, ((0, 0), (0, 0), (2, 2), (2, 2))).transpose(0, 2, 3, 1))
     np.testing.assert_array_equal(cuda_conv.to_nchw(x_pad, 2, 4, 5), x)  # and back
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_cuda_gather_scatter_windows_match_cpu(case, rng):
+def test_cuda_gather_scatter_windows_match_reference(case, rng):
     cin, _, k, s, p, d, H, W = case
-    x_pad = cpu_conv.to_padded_nhwc(rng.standard_normal((2, cin, H, W)).astype(np.float32), p)
+    x_pad = np.pad(rng.standard_normal((2, H, W, cin)), ((0, 0), (p, p), (p, p), (0, 0))).astype(np.float32)
     Ho, Wo = cpu_conv.conv_output_size(H, k, s, p, d), cpu_conv.conv_output_size(W, k, s, p, d)
     r0, r1 = 3, 2 * Ho * Wo - 2  # a chunk that starts and ends inside images
     cuda = require()
-    cols_d = cuda.device_array((r1 - r0, k * k * cin), np.float32)
-    cuda_conv.gather_windows(cuda.to_device(x_pad), r0, r1, Ho, Wo, k, s, d, cols_d)
-    cols = np.empty((r1 - r0, k * k * cin), np.float32)
-    cpu_conv.gather_windows(x_pad, r0, r1, Ho, Wo, k, s, d, cols)
-    np.testing.assert_array_equal(cols_d.copy_to_host(), cols)  # a pure gather: bit for bit
+    cols = cuda.device_array((r1 - r0, k * k * cin), np.float32)
+    cuda_conv.gather_windows(cuda.to_device(x_pad), r0, r1, Ho, Wo, k, s, d, cols)
+    np.testing.assert_array_equal(cols.copy_to_host(), reference_cols(x_pad, r0, r1, Ho, Wo, k, s, d))
 
-    dcols = rng.standard_normal(cols.shape).astype(np.float32)
+    dcols = rng.standard_normal((r1 - r0, k * k * cin)).astype(np.float32)
     start = rng.standard_normal(x_pad.shape).astype(np.float32)  # scatter *adds* into dx_pad
     dx_d = cuda.to_device(start)
     cuda_conv.scatter_windows(cuda.to_device(dcols), r0, r1, Ho, Wo, k, s, d, dx_d)
     dx = start.copy()
-    cpu_conv.scatter_windows(dcols, r0, r1, Ho, Wo, k, s, d, dx)
+    reference_scatter(dcols, r0, r1, Ho, Wo, k, s, d, dx)
     np.testing.assert_allclose(dx_d.copy_to_host(), dx, rtol=1e-5, atol=1e-5)
 
 
@@ -117,14 +139,14 @@ def test_cuda_conv2d_layer_matches_cpu(case, rng, monkeypatch):
     # backward went well
 
 
-def test_cuda_conv2d_forward_backward_functions_match_cpu(rng):
-    # The module-level twins with the CPU signatures, on NumPy arrays (NumPy back), no padding.
-    x_pad = rng.standard_normal((1, 4, 4, 2)).astype(np.float32)
-    w_mat = rng.standard_normal((8, 3)).astype(np.float32)  # 2x2 kernel, 2 -> 3 channels
+def test_cuda_conv2d_forward_backward_functions(rng):
+    # The chunked functions on NumPy arrays (NumPy back), against cols @ w_mat written out.
+    x_pad = rng.standard_normal((1, 4, 4, 2)).astype(np.float32)  # no padding, 2x2 kernel -> 3x3
+    w_mat = rng.standard_normal((8, 3)).astype(np.float32)  # (k*k*C_in, C_out)
+    cols = reference_cols(x_pad, 0, 9, 3, 3, 2, 1, 1)  # (9, 8)
     y = cuda_conv.conv2d_forward(x_pad, w_mat, (3, 3), 2, 1, 1)
-    np.testing.assert_allclose(y, cpu_conv.conv2d_forward(x_pad, w_mat, (3, 3), 2, 1, 1), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(y, cols @ w_mat, rtol=1e-5, atol=1e-5)
     g = rng.standard_normal(y.shape).astype(np.float32)
     gw, gx = cuda_conv.conv2d_backward(x_pad, w_mat, g, (3, 3), 2, 1, 1, needs_input_grad=False)
-    want_gw, want_gx = cpu_conv.conv2d_backward(x_pad, w_mat, g, (3, 3), 2, 1, 1, needs_input_grad=False)
-    assert gx is None and want_gx is None
-    np.testing.assert_allclose(gw, want_gw, rtol=1e-5, atol=1e-5)
+    assert gx is None
+    np.testing.assert_allclose(gw, cols.T @ g, rtol=1e-5, atol=1e-5)

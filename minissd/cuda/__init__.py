@@ -107,6 +107,16 @@ def blocks_for(n, threads=THREADS_1D):
     return max(1, (n + threads - 1) // threads)
 
 
+def launch_1d(n, threads=THREADS_1D):
+    """(blocks, threads per block) covering n items with a block no bigger than needed.
+
+    Blocks stay a multiple of the warp (32); small n gets a small block, which changes
+    nothing on a GPU and spares the simulator from running idle Python threads.
+    """
+    threads = min(threads, 32 * blocks_for(n, 32))
+    return blocks_for(n, threads), threads
+
+
 def is_device_array(x):
     """True for a numba device array (real or simulated), False for a NumPy array."""
     return hasattr(x, "copy_to_host")

@@ -21,7 +21,7 @@ import numpy as np
 
 from minissd import boxes as cpu
 from minissd.boxes import VARIANCES, _box_iou
-from minissd.cuda import THREADS_1D, blocks_for, is_device_array, require, to_device, to_host
+from minissd.cuda import blocks_for, is_device_array, launch_1d, require, to_device, to_host
 
 cuda = require()
 
@@ -142,7 +142,7 @@ def _rows_kernel(kernel, rows, priors, variances):
     rows_d = to_device(rows, dtype).reshape(-1, 4)  # (B*P, 4): images one after another
     out = cuda.device_array(rows_d.shape, dtype=dtype)
     n = rows_d.shape[0]
-    kernel[blocks_for(n), THREADS_1D](rows_d, to_device(priors, dtype), dtype.type(v0), dtype.type(v1), out)
+    kernel[launch_1d(n)](rows_d, to_device(priors, dtype), dtype.type(v0), dtype.type(v1), out)
     return to_host(out.reshape(shape), host)
 
 

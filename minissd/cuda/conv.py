@@ -1,38 +1,42 @@
-"""GPU twin of ``minissd.nn.conv``: the convolution as gathers and a shared-memory tiled matmul.
+"""GPU twin of ``nn.Conv2d``: the convolution as im2col gathers and a shared-memory tiled matmul.
 
-Same layout, same function names and arguments as the CPU twin (read its docstring first):
+Another algorithm than the CPU twin (``minissd.nn.conv``, which adds up k*k matrix products
+of shifted views of one channels-last buffer, so that BLAS reads the input in place): on the
+GPU the textbook im2col is the natural fit, and every step is a kernel a learner can read.
+The maths is the CPU docstring's; the layout is channels-last too:
 
-- inside, the input is padded channels-last, ``x_pad`` (N, H+2p, W+2p, C_in);
+- the input is padded and stored channels-last, ``x_pad`` (N, H+2p, W+2p, C_in);
 - ``cols`` (R, k*k*C_in): one row per output position r = (n*Ho + i)*Wo + j, columns
-  ordered (u, v, c); ``w_mat`` (k*k*C_in, C_out) is the weight with rows in that order;
-- forward  y = cols @ w_mat (N*Ho*Wo, C_out); backward dW = cols.T @ dY,
-  dcols = dY @ w_mat.T, scattered back onto the inputs they were gathered from.
+  ordered (u, v, c): ``cols[r, (u*k + v)*C_in + c] = x_pad[n, i*s + u*d, j*s + v*d, c]``;
+  ``w_mat`` (k*k*C_in, C_out) is the weight with its rows in the same order;
+- forward  y = cols @ w_mat (N*Ho*Wo, C_out) + bias; backward dW = cols.T @ dY,
+  db = column sums of dY, dcols = dY @ w_mat.T added back onto the inputs it was read from.
 
-What changes on the GPU:
+The kernels:
 
-- ``gather_windows_kernel``: one thread per entry of ``cols``. The grid's x index runs
-  along a row, i.e. along the channels of one tap, so a warp reads 32 neighbouring channels
-  of ``x_pad`` and writes 32 neighbouring entries of ``cols`` (coalesced both ways).
-- ``scatter_windows_kernel``: the CPU adds each ``dcols`` entry onto its input; on a GPU
-  thousands of threads would add into the same input at once, which needs atomic adds, in
-  an order (and so a float rounding) that changes from run to run. Here it is turned around:
+- ``gather_windows_kernel`` (im2col): one thread per entry of ``cols``. The grid's x index
+  runs along a row, i.e. along the channels of one tap, so a warp reads 32 neighbouring
+  channels of ``x_pad`` and writes 32 neighbouring entries of ``cols`` (coalesced both ways).
+- ``scatter_windows_kernel`` (col2im): adding each ``dcols`` entry onto its input, as a CPU
+  loop would, means thousands of threads adding into the same input at once: atomic adds,
+  in an order (and so a float rounding) that changes from run to run. It is turned around:
   one thread per input entry *gathers* the ``dcols`` entries that read it (tap (u, v) of
   output (i, j) reads input (i*s + u*d, j*s + v*d), so input (y, x) is read by output
   i = (y - u*d) / s when that is a whole number in range). No atomics, the same sum every run.
 - ``matmul_kernel``: c = op(a) @ op(b) with shared-memory tiles (see its docstring); the
   transposes of backward read the same memory with swapped indices instead of copying.
-- Chunks: the CPU sizes a chunk of ``cols`` to its 2 MiB L2 cache. A GPU has no such cache
-  to fit in, but the chunk still bounds memory: SSD300's first layer at batch 32 would need
-  6.6 GB for all of ``cols``; CHUNK_BYTES keeps it at 256 MiB.
+- Chunks of output rows bound the memory of ``cols``: SSD300's first layer at batch 32 would
+  need 6.6 GB for all of it; CHUNK_BYTES keeps it at 256 MiB.
 
 Everything here is float32, the training dtype (shared-memory tiles have a fixed type); the
 float64 gradient checks are done on the CPU twin. NumPy in -> NumPy out, device in -> device
-out, as everywhere in ``minissd.cuda``.
+out, as everywhere in ``minissd.cuda``. ``Conv2dGPU`` runs a ``nn.Conv2d``'s forward and
+backward with these kernels.
 """
 
 import numpy as np
 
-from minissd.cuda import THREADS_1D, blocks_for, is_device_array, require, to_device, to_host
+from minissd.cuda import blocks_for, is_device_array, launch_1d, require, to_device, to_host
 from minissd.nn.conv import conv_output_size
 
 cuda = require()
@@ -75,21 +79,21 @@ def to_nchw_kernel(a, p, out):
 
 
 def to_padded_nhwc(x, p):
-    """(N, C, H, W) -> (N, H + 2p, W + 2p, C) with a border of p zeros (twin of ``nn.conv``'s)."""
+    """(N, C, H, W) -> (N, H + 2p, W + 2p, C) with a border of p zeros."""
     host = not is_device_array(x)
     x_d = to_device(x, np.float32)
     N, C, H, W = x_d.shape
     out = cuda.device_array((N, H + 2 * p, W + 2 * p, C), dtype=np.float32)
-    to_padded_nhwc_kernel[blocks_for(out.size), THREADS_1D](x_d, p, out)
+    to_padded_nhwc_kernel[launch_1d(out.size)](x_d, p, out)
     return to_host(out, host)
 
 
 def to_nchw(a, p, H, W):
-    """(N, H + 2p, W + 2p, C) -> (N, C, H, W): drop a border of p (twin of ``nn.conv``'s)."""
+    """(N, H + 2p, W + 2p, C) -> (N, C, H, W): drop a border of p."""
     host = not is_device_array(a)
     a_d = to_device(a, np.float32)
     out = cuda.device_array((a_d.shape[0], a_d.shape[3], H, W), dtype=np.float32)
-    to_nchw_kernel[blocks_for(out.size), THREADS_1D](a_d, p, out)
+    to_nchw_kernel[launch_1d(out.size)](a_d, p, out)
     return to_host(out, host)
 
 
@@ -207,10 +211,10 @@ def add_kernel(a, b):
         a[e] += b[e]
 
 
-# ---- forward and backward, chunk by chunk (the CPU twin's loops) ---------------------------
+# ---- forward and backward, chunk by chunk --------------------------------------------------
 
 def _chunk_rows(row_width, itemsize):
-    """Rows per chunk so that one chunk of cols fills about CHUNK_BYTES."""
+    """Rows per chunk so that one chunk of cols fills about CHUNK_BYTES (at least 32 rows)."""
     return max(32, CHUNK_BYTES // (row_width * itemsize))
 
 
@@ -222,11 +226,11 @@ def gather_windows(x_pad, r0, r1, Ho, Wo, k, s, d, cols):
 
 def scatter_windows(dcols, r0, r1, Ho, Wo, k, s, d, dx_pad):
     """Launch ``scatter_windows_kernel`` on device arrays (dx_pad accumulated in place)."""
-    scatter_windows_kernel[blocks_for(dx_pad.size), THREADS_1D](dcols, r0, r1, Ho, Wo, k, s, d, dx_pad)
+    scatter_windows_kernel[launch_1d(dx_pad.size)](dcols, r0, r1, Ho, Wo, k, s, d, dx_pad)
 
 
 def conv2d_forward(x_pad, w_mat, out_hw, k, s, d):
-    """Y = im2col(x_pad) @ w_mat, chunk by chunk (twin of ``nn.conv.conv2d_forward``).
+    """Y = im2col(x_pad) @ w_mat, chunk by chunk.
 
     - x_pad: (N, Hp, Wp, C_in) padded channels-last input
     - w_mat: (k*k*C_in, C_out), rows ordered (u, v, c)
@@ -247,7 +251,7 @@ def conv2d_forward(x_pad, w_mat, out_hw, k, s, d):
 
 
 def conv2d_backward(x_pad, w_mat, grad_y, out_hw, k, s, d, needs_input_grad=True):
-    """Gradients of a convolution, chunk by chunk (twin of ``nn.conv.conv2d_backward``).
+    """Gradients of a convolution, chunk by chunk, from what forward kept (x_pad).
 
     - x_pad: (N, Hp, Wp, C_in) the padded channels-last input of forward
     - w_mat: (k*k*C_in, C_out); grad_y: (N*Ho*Wo, C_out), rows ordered (n, i, j)
@@ -267,7 +271,7 @@ def conv2d_backward(x_pad, w_mat, grad_y, out_hw, k, s, d, needs_input_grad=True
         r1 = min(r0 + R, rows)
         gather_windows(x_pad, r0, r1, Ho, Wo, k, s, d, cols)
         matmul(cols[:r1 - r0], grad_y[r0:r1], transpose_a=True, out=grad_w_chunk)  # (kkC, R) @ (R, C_out)
-        add_kernel[blocks_for(grad_w.size), THREADS_1D](grad_w.reshape(-1), grad_w_chunk.reshape(-1))
+        add_kernel[launch_1d(grad_w.size)](grad_w.reshape(-1), grad_w_chunk.reshape(-1))
         if needs_input_grad:
             matmul(grad_y[r0:r1], w_mat, transpose_b=True, out=dcols[:r1 - r0])  # (R, C_out) @ (C_out, kkC)
             scatter_windows(dcols, r0, r1, Ho, Wo, k, s, d, grad_x_pad)
@@ -328,7 +332,7 @@ class Conv2dGPU:
       (``.weight``, ``.bias``, and their gradients ``.weight_grad``, ``.bias_grad``, zeroed).
     - forward(x (N, C_in, H, W) device) -> (N, C_out, Ho, Wo) device, float32;
       backward(grad_out) -> grad of x (or None), accumulating the parameters' gradients.
-    The steps are ``nn.Conv2d.forward`` / ``backward`` line by line.
+    The public behaviour is ``nn.Conv2d``'s (tests pin it to it and to tests/naive.py).
     """
 
     def __init__(self, conv):
@@ -340,7 +344,7 @@ class Conv2dGPU:
         self.bias_grad = None if self.bias is None else cuda.to_device(np.zeros(self.bias.shape, np.float32))
         O, C, k = self.weight.shape[0], self.weight.shape[1], self.k
         self.w_mat = cuda.device_array((k * k * C, O), dtype=np.float32)  # (k*k*C_in, C_out)
-        w_mat_kernel[blocks_for(self.weight.size), THREADS_1D](self.weight, self.w_mat)
+        w_mat_kernel[launch_1d(self.weight.size)](self.weight, self.w_mat)
 
     def forward(self, x):
         x = to_device(x, np.float32)
@@ -360,9 +364,9 @@ class Conv2dGPU:
         grad_y = to_padded_nhwc(grad_out, 0).reshape(N * Ho * Wo, C_out)  # (N*Ho*Wo, C_out)
         grad_w, grad_x_pad = conv2d_backward(self._x_pad, self.w_mat, grad_y, (Ho, Wo), self.k,
                                              self.s, self.d, self.needs_input_grad)
-        w_grad_kernel[blocks_for(self.weight.size), THREADS_1D](grad_w, self.weight_grad)
+        w_grad_kernel[launch_1d(self.weight.size)](grad_w, self.weight_grad)
         if self.bias is not None:
-            column_sums_kernel[blocks_for(C_out), THREADS_1D](grad_y, self.bias_grad)
+            column_sums_kernel[launch_1d(C_out)](grad_y, self.bias_grad)
         if grad_x_pad is None:
             return None
         H, W = self._in_hw

@@ -19,7 +19,7 @@ read the whole image. No sort, no sync, and the same answer as the CPU, ties inc
 import numpy as np
 
 from minissd import loss as cpu
-from minissd.cuda import THREADS_1D, blocks_for, is_device_array, require, to_device, to_host
+from minissd.cuda import is_device_array, launch_1d, require, to_device, to_host
 
 cuda = require()
 
@@ -86,8 +86,8 @@ def hard_negative_mining(bg_loss, conf_t, neg_pos_ratio=3):
     B, P = bg_loss.shape
     bg_loss_d, conf_t_d = to_device(bg_loss, bg_loss.dtype), to_device(conf_t, np.int64)
     num_pos = cuda.to_device(np.zeros(B, dtype=np.int64))
-    count_positives_kernel[blocks_for(B * P), THREADS_1D](conf_t_d, num_pos)
+    count_positives_kernel[launch_1d(B * P)](conf_t_d, num_pos)
     mask = cuda.device_array((B, P), dtype=np.bool_)
-    hard_negative_mining_kernel[(blocks_for(P), B), THREADS_1D](bg_loss_d, conf_t_d, float(neg_pos_ratio),
-                                                               num_pos, mask)
+    blocks, threads = launch_1d(P)
+    hard_negative_mining_kernel[(blocks, B), threads](bg_loss_d, conf_t_d, float(neg_pos_ratio), num_pos, mask)
     return to_host(mask, host)

@@ -23,7 +23,7 @@ import numpy as np
 
 from minissd import matching as cpu
 from minissd.boxes import VARIANCES
-from minissd.cuda import THREADS_1D, blocks_for, require, to_device, to_host
+from minissd.cuda import blocks_for, launch_1d, require, to_device, to_host
 from minissd.cuda.boxes import TILE_2D, _box_iou_gpu, encode_kernel
 
 cuda = require()
@@ -182,15 +182,16 @@ def match_batch(gt_boxes_list, gt_labels_list, priors, iou_threshold=0.5, varian
     best_prior_kernel[(G, B), REDUCE_THREADS](ious, num_gt_d, best_prior)  # a block per (g, b)
     best_gt = cuda.device_array((B, P), dtype=np.int64)
     conf_t = cuda.device_array((B, P), dtype=np.int64)
-    match_kernel[(blocks_for(P), B), THREADS_1D](ious, labels_d, num_gt_d, np.float64(threshold),
-                                                best_prior, best_gt, conf_t)
+    blocks, threads = launch_1d(P)
+    match_kernel[(blocks, B), threads](ious, labels_d, num_gt_d, np.float64(threshold),
+                                       best_prior, best_gt, conf_t)  # x: priors, y: images
     matched = cuda.device_array((B, P, 4), dtype=np.float32)
-    gather_kernel[blocks_for(B * P), THREADS_1D](boxes_d, best_gt, matched)
+    gather_kernel[launch_1d(B * P)](boxes_d, best_gt, matched)
     loc_t = cuda.device_array((B * P, 4), dtype=np.float32)
-    encode_kernel[blocks_for(B * P), THREADS_1D](matched.reshape(B * P, 4), to_device(priors, np.float32),
-                                                 np.float32(v0), np.float32(v1), loc_t)
+    encode_kernel[launch_1d(B * P)](matched.reshape(B * P, 4), to_device(priors, np.float32),
+                                    np.float32(v0), np.float32(v1), loc_t)
     loc_t = loc_t.reshape(B, P, 4)
-    zero_background_kernel[blocks_for(B * P), THREADS_1D](conf_t, loc_t)
+    zero_background_kernel[launch_1d(B * P)](conf_t, loc_t)
     return to_host(loc_t, not device_out), to_host(conf_t, not device_out)
 
 

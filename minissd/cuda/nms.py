@@ -25,7 +25,7 @@ import numpy as np
 
 from minissd import boxes as cpu_boxes
 from minissd.boxes import VARIANCES
-from minissd.cuda import THREADS_1D, blocks_for, is_device_array, require, to_device
+from minissd.cuda import blocks_for, is_device_array, launch_1d, require, to_device
 from minissd.cuda.boxes import _box_iou_gpu, decode_kernel
 
 cuda = require()
@@ -210,17 +210,18 @@ def detect(loc, conf, priors, conf_threshold=0.01, nms_threshold=0.45, top_k=200
     C, L = K - 1, int(max_per_class)
 
     boxes = cuda.device_array((B * P, 4), dtype=np.float32)  # decoded, images one after another
-    decode_kernel[blocks_for(B * P), THREADS_1D](to_device(loc, np.float32).reshape(B * P, 4),
-                                                 to_device(priors, np.float32), np.float32(v0), np.float32(v1), boxes)
-    clip_kernel[blocks_for(B * P * 4), THREADS_1D](boxes.reshape(B * P * 4), np.float32(0.0), np.float32(1.0))
+    decode_kernel[launch_1d(B * P)](to_device(loc, np.float32).reshape(B * P, 4),
+                                    to_device(priors, np.float32), np.float32(v0), np.float32(v1), boxes)
+    clip_kernel[launch_1d(B * P * 4)](boxes.reshape(B * P * 4), np.float32(0.0), np.float32(1.0))
     boxes = boxes.reshape(B, P, 4)
     scores = cuda.device_array((B, P, K), dtype=np.float32)
-    softmax_kernel[blocks_for(B * P), THREADS_1D](to_device(conf, np.float32), scores)
+    softmax_kernel[launch_1d(B * P)](to_device(conf, np.float32), scores)
 
     Q = B * C  # one problem per (image, class)
     order = cuda.device_array((Q, L), dtype=np.int64)
     count = cuda.to_device(np.zeros(Q, np.int64))
-    candidates_kernel[(blocks_for(P), Q), THREADS_1D](scores, np.float32(conf_threshold), order, count)
+    blocks, threads = launch_1d(P)
+    candidates_kernel[(blocks, Q), threads](scores, np.float32(conf_threshold), order, count)
     image = cuda.to_device(np.repeat(np.arange(B, dtype=np.int64), C))  # (Q,) image of each problem
     suppressed = cuda.device_array((Q, L), dtype=np.bool_)
     nms_kernel[Q, NMS_THREADS](boxes, image, order, count, float(nms_threshold), suppressed)
@@ -229,7 +230,7 @@ def detect(loc, conf, priors, conf_threshold=0.01, nms_threshold=0.45, top_k=200
     out_labels = cuda.device_array((B, top_k), dtype=np.int64)
     out_scores = cuda.device_array((B, top_k), dtype=np.float32)
     out_count = cuda.to_device(np.zeros(B, np.int64))
-    grid = (blocks_for(L, 32), blocks_for(Q, 4))
+    grid = (blocks_for(min(L, P), 32), blocks_for(Q, 4))  # x: positions in order (at most P filled)
     top_k_kernel[grid, (32, 4)](boxes, scores, order, count, suppressed, top_k,
                                out_boxes, out_labels, out_scores, out_count)
     n = out_count.copy_to_host()

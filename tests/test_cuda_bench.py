@@ -1,0 +1,41 @@
+"""python -m minissd.bench cuda: refuses to time the simulator; its code runs (tiny sizes)."""
+
+import numpy as np
+import pytest
+
+try:  # skip only if numba-cuda really cannot be imported (CI must run these)
+    import minissd.cuda as mc
+    mc.require()
+except RuntimeError as e:  # pragma: no cover - the reason is shown by pytest -ra
+    pytest.skip(f"minissd.cuda unavailable: {e}", allow_module_level=True)
+
+from minissd.bench import cuda as bench  # noqa: E402
+
+pytestmark = pytest.mark.cuda
+
+
+def test_cuda_bench_refuses_to_time_the_simulator(capsys):
+    if not mc.simulating():
+        pytest.skip("a real GPU: the benchmark would run for minutes")
+    assert bench.main([]) == 2
+    assert "simulator" in capsys.readouterr().err
+
+
+def test_cuda_bench_rows_run_on_tiny_sizes(monkeypatch):
+    # Not a timing (the simulator's times mean nothing): a check that every row's code runs,
+    # since the machine that writes it may have no GPU. Blocks of 8 threads: each
+    # cuda.syncthreads() of the NMS and best-prior kernels is a barrier of Python threads.
+    from minissd.cuda import matching, nms
+    monkeypatch.setattr(nms, "NMS_THREADS", 8)
+    monkeypatch.setattr(matching, "REDUCE_THREADS", 8)
+    rows = bench.run(batch=2, reps=1, conv_shapes=((2, 4),), tiny=False, num_priors=40, num_classes=2)
+    assert [r[0].split()[0] for r in rows] == ["iou", "match_batch", "mining", "detect", "conv"]
+    assert all(cpu > 0 and gpu > 0 for _, cpu, gpu in rows)
+
+
+def test_cuda_bench_finds_the_tiny_models_convs():
+    model, convs = bench.tiny_model_convs(batch=32)
+    assert len(convs) >= 5 and all(shape[0] == 32 for _, shape in convs)
+    assert "forward" not in vars(convs[0][0])  # the recording wrapper is gone again
+    x = np.zeros((2, 3, model.config.input_size, model.config.input_size), np.float32)
+    assert model.forward(x)[0].shape[1] == model.num_priors  # the model still works
