@@ -270,6 +270,8 @@ def multibox_loss(loc_p, conf_p, loc_t, conf_t, neg_pos_ratio=3, alpha=1.0):
             raise ValueError(f"{name}: expected ({B}, {P}, 4) float to go with conf_p, got "
                              f"shape {a.shape} dtype {a.dtype}")
     conf_t = _check_targets(conf_t, (B, P), num_classes=K - 1)
+    if not neg_pos_ratio >= 0:
+        raise ValueError(f"neg_pos_ratio: expected a number >= 0, got {neg_pos_ratio}")
     dtype = np.result_type(loc_p.dtype, conf_p.dtype)
 
     # [assignment multibox_loss] lse = log-sum-exp of each prior's logits; bg loss = lse - conf[..., 0]; mine; cross-entropy (lse - conf[label]) over the mask and smooth-L1 over positives, both / N; gradients: (softmax - onehot) / N on the mask, alpha * smooth-L1' / N on positives.
