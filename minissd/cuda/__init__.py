@@ -12,15 +12,18 @@ Each module here has the same name as its CPU twin and the same public functions
 This file is the only place in minissd that imports ``numba.cuda``, and it does so lazily:
 ``import minissd`` and ``import minissd.cuda`` work on any machine. ``require()`` returns the
 ``numba.cuda`` module or raises a ``RuntimeError`` that says what is missing and how to fix
-it; each kernel module calls it when it is imported. Three things can be missing:
+it; each kernel module calls it when it is imported. Four things can be missing:
 
 1. numba-cuda itself (``from numba import cuda`` raises ImportError),
 2. CUDA's runtime library, which ``numba.cuda`` loads even under the simulator
    (``from numba import cuda`` then raises RuntimeError, not ImportError),
-3. a GPU (the import works, ``cuda.is_available()`` is False).
+3. a GPU (the import works, ``cuda.is_available()`` is False),
+4. on a GPU, the compiler libraries numba-cuda builds kernels with (NVVM, NVRTC): checked
+   by compiling a one-line kernel once, so that the error comes here and not at the first
+   launch.
 
 ``pip install -e ".[cuda]"`` installs 1 and 2 (numba-cuda and the ``nvidia-cuda-runtime-cu12``
-wheel). Without a GPU the kernels still run on numba's CUDA simulator, which runs every
+wheel); 4 comes with the CUDA toolkit or ``pip install "numba-cuda[cu12]"``. Without a GPU the kernels still run on numba's CUDA simulator, which runs every
 thread as Python (slow; for tests only): set ``NUMBA_ENABLE_CUDASIM=1`` *before* numba is
 first imported (tests/conftest.py does).
 """
@@ -39,6 +42,8 @@ _problem = None  # or the reason it cannot be used, as a sentence
 
 def _load():
     """Import numba.cuda once; remember the module or why it failed."""
+    import numba.core.config
+
     global _cuda, _problem
     if _cuda is not None or _problem is not None:
         return
@@ -56,7 +61,31 @@ def _load():
     if not cuda.is_available():
         _problem = f"no CUDA GPU was found ({_describe_driver_error(cuda)}); {_simulator_advice()}"
         return
+    if not numba.core.config.ENABLE_CUDASIM:
+        _problem = _compiler_problem(cuda)
+        if _problem:
+            return
     _cuda = cuda
+
+
+def _compiler_problem(cuda):
+    """None if numba-cuda can compile a kernel here, else why not (said now, not at first launch).
+
+    A GPU and its driver are not enough: numba-cuda compiles kernels with NVVM and NVRTC,
+    which come with the CUDA toolkit or with numba-cuda's ``cu12``/``cu13`` extras.
+    """
+
+    def probe(x):
+        x[0] = 1.0
+
+    try:
+        cuda.compile_ptx(probe, "void(float32[:])")
+    except Exception as e:  # noqa: BLE001 - any failure means the same thing to the user
+        error = " ".join(str(e).split())
+        return (f"numba-cuda found a GPU but cannot compile kernels ({type(e).__name__}: {error}); "
+                'install its compiler libraries: pip install "numba-cuda[cu12]" for a CUDA 12 driver '
+                '(or "numba-cuda[cu13]" for CUDA 13), or install the CUDA toolkit')
+    return None
 
 
 def _describe_driver_error(cuda):
