@@ -72,23 +72,27 @@ SSD300_CONFIG = SSDConfig(name="ssd300", tables=SSD300_TABLES, priors=SSD300_VOC
                           batch_norm=False, l2norm_first=True)
 
 # ---- tiny SSD for tiny-voc ---------------------------------------------------------------------
-# Input 128: the tiny-voc objects span ~8% to ~70% of the image side. Five source maps,
-# 16, 8, 4, 2, 1 (strides 8, 16, 32, 64, 128 pixels), each the same idea as SSD300's six:
-# early large maps with small boxes, late small maps with large boxes. The scales follow the
-# paper's formula with s_min = 0.1 on the first map. docs/ch06-network.md has the reasoning
-# (receptive field of each map against its box sizes) and the costs.
+# Input 128; the tiny-voc objects span ~7% to ~65% of the image side. Five source maps,
+# 16, 8, 4, 2, 1 (strides 8, 16, 32, 64, 128 pixels), the same idea as SSD300's six: early
+# large maps with small boxes, late small maps with large boxes. A stride-2 first convolution
+# skips the costly full-resolution layer. docs/ch06-network.md has the reasoning (receptive
+# field of each map against its box sizes) and the costs.
 TINY_TABLES = (
-    # 128 -> 64 -> 32 -> 16: source 1, 16x16 (stride 8; boxes 0.1 = 13 px)
-    (16, "M", 32, "M", 64, 64, "M", 96, 96),
-    # 16 -> 8: source 2, 8x8 (stride 16)
+    # 128 -> 64 -> 32 -> 16: source 1, 16x16x128 (stride 8)
+    (("conv", 16, 3, 2, 1, 1), 32, "M", 64, 64, "M", 128, 128),
+    # 16 -> 8: source 2, 8x8x128 (stride 16)
     ("M", 128, 128),
-    # 8 -> 4 -> 2 -> 1: sources 3-5, the extra layers (1x1 bottleneck, 3x3 stride 2)
+    # 8 -> 4 -> 2 -> 1: sources 3-5, the extra layers (1x1 bottleneck, then 3x3 stride 2)
     (("conv", 64, 1, 1, 0, 1), ("conv", 128, 3, 2, 1, 1)),
     (("conv", 64, 1, 1, 0, 1), ("conv", 128, 3, 2, 1, 1)),
     (("conv", 64, 1, 1, 0, 1), ("conv", 128, 3, 2, 1, 1)),
 )
-TINY_PRIORS = PriorConfig.from_scales(128, (16, 8, 4, 2, 1), s_min=0.1, s_max=0.85,
-                                      aspect_ratios=((2,), (2, 3), (2, 3), (2,), (2,)))
+# Scales: 0.1 on the 16x16 map (13 px boxes for the smallest objects), then the paper's linear
+# rule from 0.2 to 0.8 over the other four maps; aspect ratios {1, 2, 1/2} everywhere (the
+# shapes are stretched at most 1.4x, and the square resize of 160-240 px images adds at most
+# 1.5x): k = 4 boxes per location, 1364 in all.
+TINY_PRIORS = PriorConfig.from_scales(128, (16, 8, 4, 2, 1), s_min=0.2, s_max=0.8, first_scale=0.1,
+                                      aspect_ratios=((2,),) * 5)
 TINY_CONFIG = SSDConfig(name="tiny", tables=TINY_TABLES, priors=TINY_PRIORS, batch_norm=True)
 
 

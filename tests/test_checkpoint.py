@@ -1,0 +1,113 @@
+"""minissd.checkpoint: a round trip restores model, optimizer, iteration, config and RNG; writes
+are atomic; a file holding pickled objects, a missing file or a mismatched model is refused."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from minissd.checkpoint import CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
+from minissd.nn import SGD, BatchNorm2d, Conv2d, ReLU, Sequential
+
+
+def small_net(seed):
+    rng = np.random.default_rng(seed)
+    return Sequential(Conv2d(3, 4, 3, padding=1, bias=False, rng=rng), BatchNorm2d(4), ReLU(),
+                      Conv2d(4, 2, 1, rng=rng))
+
+
+def trained_a_little(seed=0):
+    net = small_net(seed)
+    opt = SGD(net.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
+    x = np.random.default_rng(1).standard_normal((2, 3, 5, 5)).astype(np.float32)
+    for _ in range(2):  # two steps: momentum buffers and BatchNorm running stats are non-trivial
+        net.zero_grad()
+        y = net.forward(x)
+        net.backward(np.ones_like(y))
+        opt.step()
+    return net, opt
+
+
+def test_round_trip_restores_everything(tmp_path):
+    net, opt = trained_a_little()
+    rng = np.random.default_rng(7)
+    rng.random(3)  # advance the stream: the saved state is mid-stream
+    path = save_checkpoint(tmp_path / "run" / "ckpt.npz", net, opt, iteration=42,
+                           config={"lr": 0.1, "name": "x"}, rng=rng, extra={"history": [1.5, 2.5]})
+    expected_next = rng.random(4)
+
+    net2, opt2 = small_net(seed=99), None
+    opt2 = SGD(net2.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
+    rng2 = np.random.default_rng(123)
+    meta = load_checkpoint(path, net2, opt2, rng2)
+
+    assert meta["iteration"] == 42 and meta["config"] == {"lr": 0.1, "name": "x"}
+    assert meta["extra"] == {"history": [1.5, 2.5]}
+    for (k, a), (k2, b) in zip(net.state_dict().items(), net2.state_dict().items()):
+        assert k == k2
+        np.testing.assert_array_equal(a, b)  # weights and BatchNorm running statistics
+    for k, v in opt.state_dict().items():
+        np.testing.assert_array_equal(v, opt2.state_dict()[k])  # momentum buffers
+    np.testing.assert_array_equal(rng2.random(4), expected_next)  # the same random stream
+
+
+def test_dataclass_config_is_stored_as_json(tmp_path):
+    from dataclasses import dataclass
+
+    @dataclass
+    class Cfg:
+        lr: float = 0.05
+        model: str = "tiny"
+
+    net, _ = trained_a_little()
+    save_checkpoint(tmp_path / "c.npz", net, config=Cfg())
+    _, _, meta = read_checkpoint(tmp_path / "c.npz")
+    assert meta["config"] == {"lr": 0.05, "model": "tiny"}
+
+
+def test_interrupted_write_leaves_the_old_checkpoint(tmp_path, monkeypatch):
+    net, opt = trained_a_little()
+    path = tmp_path / "ckpt.npz"
+    save_checkpoint(path, net, opt, iteration=1)
+    before = path.read_bytes()
+
+    def crash(f, **arrays):  # the write dies halfway through (Ctrl-C, disk full...)
+        f.write(b"PK\x03\x04 half a zip")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(np, "savez", crash)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(path, net, opt, iteration=2)
+    assert path.read_bytes() == before  # the previous checkpoint is intact
+    assert os.listdir(tmp_path) == ["ckpt.npz"]  # and no temporary file is left behind
+    monkeypatch.undo()
+    assert read_checkpoint(path)[2]["iteration"] == 1
+
+
+def test_pickled_content_is_refused(tmp_path):
+    # an .npz holding an object array needs pickle to load: never accepted
+    path = tmp_path / "evil.npz"
+    np.savez(path, meta=np.array(json.dumps({"iteration": 0})), payload=np.array([{"a": 1}], dtype=object))
+    with pytest.raises(CheckpointError, match="evil.npz"):
+        read_checkpoint(path)
+
+
+def test_missing_truncated_and_foreign_files(tmp_path):
+    with pytest.raises(CheckpointError, match="not found"):
+        read_checkpoint(tmp_path / "nope.npz")
+    (tmp_path / "bad.npz").write_bytes(b"not a zip file")
+    with pytest.raises(CheckpointError, match="bad.npz"):
+        read_checkpoint(tmp_path / "bad.npz")
+    np.savez(tmp_path / "weights.npz", w=np.zeros(3))
+    with pytest.raises(CheckpointError, match="meta"):
+        read_checkpoint(tmp_path / "weights.npz")
+
+
+def test_checkpoint_of_another_model_is_refused(tmp_path):
+    net, _ = trained_a_little()
+    save_checkpoint(tmp_path / "c.npz", net)
+    rng = np.random.default_rng(0)
+    other = Sequential(Conv2d(3, 8, 3, rng=rng))
+    with pytest.raises(CheckpointError, match="does not fit"):
+        load_checkpoint(tmp_path / "c.npz", other)

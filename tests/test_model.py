@@ -1,0 +1,184 @@
+"""minissd.model: the SSD network agrees with its default boxes, its flattening order is
+default_boxes' order, its backward is the gradient (float64 finite differences), and
+SSD300 has the paper's shapes."""
+
+import numpy as np
+import pytest
+
+from minissd.model import SSD, SSD300_CONFIG, TINY_CONFIG, SSDConfig, ssd300_vgg16, ssd_tiny
+from minissd.model.summary import layer_table
+from minissd.nn import Module, rel_error
+from minissd.priors import PriorConfig, default_boxes
+
+# A micro SSD for exact gradient checks: 12x12 input, maps 3x3 and 2x2, BatchNorm and L2Norm.
+# (BatchNorm over a 1x1 map of a 2-image batch would be ill-conditioned for finite differences:
+# with 2 values per channel x_hat is +-1 whatever the input.)
+MICRO = SSDConfig(
+    name="micro",
+    tables=((("conv", 3, 3, 2, 1, 1), "M", 4),  # 12 -> 6 -> 3
+            (("conv", 3, 1, 1, 0, 1), ("conv", 4, 3, 2, 1, 1))),  # 3 -> 2
+    priors=PriorConfig.from_scales(12, (3, 2), s_min=0.3, s_max=0.8, aspect_ratios=((2,), ())),
+    batch_norm=True, l2norm_first=True)
+
+
+class Joined(Module):
+    """SSD with one output (loc and conf side by side) so that nn.gradcheck-style checks apply."""
+
+    def __init__(self, ssd):
+        self.ssd = ssd
+
+    def forward(self, x):
+        loc, conf = self.ssd.forward(x)
+        return np.concatenate([loc, conf], axis=-1)  # (B, P, 4 + C + 1)
+
+    def backward(self, g):
+        return self.ssd.backward(np.ascontiguousarray(g[..., :4]), np.ascontiguousarray(g[..., 4:]))
+
+
+def test_tiny_outputs_follow_its_default_boxes(rng):
+    model = ssd_tiny(num_classes=6)
+    P = len(default_boxes(TINY_CONFIG.priors))
+    assert model.num_priors == P == TINY_CONFIG.priors.num_priors
+    x = rng.standard_normal((2, 3, 128, 128)).astype(np.float32)
+    loc, conf = model.forward(x)
+    assert loc.shape == (2, P, 4) and conf.shape == (2, P, 7)
+    assert loc.dtype == np.float32 and conf.dtype == np.float32
+    # several source maps: SSD's multi-scale idea
+    assert len(TINY_CONFIG.priors.feature_maps) >= 4
+
+
+def test_head_flattening_is_default_boxes_order():
+    # Zero every head weight and give head m the bias  m*1000 + channel: the output row of
+    # prior p must then hold the channels of its box b = p % k on its map, in the order
+    # 4 offsets, C+1 scores. A transposed flatten (column before row, or box before
+    # position) puts other values in those rows.
+    model = SSD(MICRO, num_classes=2)
+    per_box = 4 + 2 + 1
+    for m, conv in enumerate(model.heads.convs):
+        conv.weight.data[...] = 0
+        conv.bias.data[...] = m * 1000 + np.arange(conv.bias.data.size)
+    loc, conf = model.eval().forward(np.zeros((1, 3, 12, 12), np.float32))
+    out = np.concatenate([loc, conf], axis=-1)[0]  # (P, 7)
+    start = 0
+    for m, (f, k) in enumerate(zip(MICRO.priors.feature_maps, MICRO.priors.boxes_per_location)):
+        for p in range(f * f * k):
+            b = p % k  # position (row, column) = p // k, box b within the location
+            np.testing.assert_array_equal(out[start + p], m * 1000 + b * per_box + np.arange(per_box))
+        start += f * f * k
+    assert start == len(out)
+
+
+def test_head_flattening_puts_each_location_at_its_prior(rng):
+    # A bump in the input under one location of the first map changes that location's rows
+    # of conf the most. Cheaper stand-in: one head, weights zero except the centre tap,
+    # so output (i, j) reads source (i, j) only; check the row of prior (i, j, box 0).
+    model = SSD(MICRO, num_classes=2).eval()
+    source = rng.standard_normal((1, 4, 3, 3))
+    conv = model.heads.convs[0]
+    conv.weight.data[...] = 0
+    conv.weight.data[:, 0, 1, 1] = 1.0  # every output channel = channel 0 of the source, same place
+    conv.bias.data[...] = 0
+    loc, _ = model.heads.forward([source.astype(np.float32), np.zeros((1, 4, 2, 2), np.float32)])
+    k = MICRO.priors.boxes_per_location[0]
+    for i in range(3):
+        for j in range(3):
+            assert loc[0, (i * 3 + j) * k, 0] == pytest.approx(source[0, 0, i, j], rel=1e-6)
+
+
+def test_backward_matches_finite_differences_float64(rng):
+    model = SSD(MICRO, num_classes=2, seed=3)
+    net = Joined(model).to(np.float64)
+    x = rng.standard_normal((2, 3, 12, 12))
+    g = rng.standard_normal(net.forward(x).shape)  # fixed upstream gradient of L = sum(out * g)
+    net.zero_grad()
+    net.forward(x)
+    net.backward(g)
+    h = 1e-6
+    for name, p in net.named_parameters():
+        # centred differences on (up to) 5 entries of each parameter: every layer is covered
+        # while the test stays fast; the analytic gradient is compared on the same entries
+        flat = p.data.reshape(-1)
+        picks = rng.choice(flat.size, size=min(5, flat.size), replace=False)
+        numeric = np.zeros(len(picks))
+        for n, i in enumerate(picks):
+            old = flat[i]
+            flat[i] = old + h
+            plus = np.sum(net.forward(x) * g)
+            flat[i] = old - h
+            minus = np.sum(net.forward(x) * g)
+            flat[i] = old
+            numeric[n] = (plus - minus) / (2 * h)
+        assert rel_error(p.grad.reshape(-1)[picks], numeric) < 1e-6, name  # correct: ~1e-9
+    # the L2Norm branch and both stages were really checked
+    names = [n for n, _ in net.named_parameters()]
+    assert "ssd.l2norm.weight" in names and any(n.startswith("ssd.stages.1") for n in names)
+
+
+def test_backward_without_source_gradient_sum_fails(rng):
+    # A wrong backward that forgets the gradient coming back from the next stage (keeps only
+    # the head's) must be caught by the same check: the first stage's weights then differ.
+    model = SSD(MICRO, num_classes=2, seed=3)
+    net = Joined(model).to(np.float64)
+    x = rng.standard_normal((2, 3, 12, 12))
+    g = rng.standard_normal(net.forward(x).shape)
+    net.zero_grad()
+    net.forward(x)
+    net.backward(g)
+    right = model.stages[0][0].weight.grad.copy()
+    # recompute with stage 1 cut off from stage 0
+    net.zero_grad()
+    net.forward(x)
+    grads = model.heads.backward(np.ascontiguousarray(g[..., :4]), np.ascontiguousarray(g[..., 4:]))
+    model.stages[1].backward(grads[1])
+    model.stages[0].backward(model.l2norm.backward(grads[0]))
+    assert rel_error(model.stages[0][0].weight.grad, right) > 1e-3  # far above the 1e-6 bar
+
+
+def test_config_whose_priors_disagree_is_refused():
+    wrong = SSDConfig(name="wrong", tables=MICRO.tables,
+                      priors=PriorConfig.from_scales(12, (4, 1), s_min=0.3, s_max=0.8))
+    with pytest.raises(ValueError, match="feature maps"):
+        SSD(wrong, num_classes=2)
+
+
+def test_bad_input_shape_is_refused():
+    model = SSD(MICRO, num_classes=2)
+    with pytest.raises(ValueError, match=r"\(B, 3, 12, 12\)"):
+        model.forward(np.zeros((1, 3, 16, 16), np.float32))
+    with pytest.raises(ValueError, match="num_classes"):
+        SSD(MICRO, num_classes=0)
+
+
+def test_ssd300_shapes_match_the_paper():
+    maps = SSD300_CONFIG.feature_maps()
+    assert maps == [(38, 512), (19, 1024), (10, 512), (5, 256), (3, 256), (1, 256)]
+    assert SSD300_CONFIG.priors.boxes_per_location == (4, 6, 6, 6, 4, 4)
+    assert SSD300_CONFIG.priors.num_priors == 8732
+    fields = SSD300_CONFIG.receptive_fields()
+    assert fields[0] == (92, 8)  # conv4_3 of VGG16: 92-pixel receptive field, stride 8
+    rows = layer_table(SSD300_CONFIG, num_classes=20)
+    heads = [r for r in rows if r["name"].startswith("head")]
+    assert [r["out"][0] for r in heads] == [k * (20 + 1 + 4) for k in (4, 6, 6, 6, 4, 4)]
+    # 26,285,486 parameters: the count of ssd.pytorch's SSD300 for VOC (21 classes incl. bg)
+    assert rows[-1]["params"] == 26_285_486
+    # ~31 GMACs for one 300x300 image
+    assert 30e9 < rows[-1]["macs"] < 32e9
+
+
+def test_layer_table_counts_the_built_parameters():
+    model = ssd_tiny(num_classes=6)
+    built = sum(p.data.size for p in model.parameters())
+    assert layer_table(TINY_CONFIG, 6)[-1]["params"] == built
+
+
+@pytest.mark.slow
+def test_ssd300_forward_backward_on_one_300x300_image(rng):
+    model = ssd300_vgg16(num_classes=20)
+    x = rng.standard_normal((1, 3, 300, 300)).astype(np.float32)
+    loc, conf = model.forward(x)
+    assert loc.shape == (1, 8732, 4) and conf.shape == (1, 8732, 21)
+    model.zero_grad()
+    model.backward(np.full_like(loc, 1e-3), np.full_like(conf, 1e-3))
+    assert np.abs(model.l2norm.weight.grad).sum() > 0  # the conv4_3 branch got a gradient
+    assert all(np.isfinite(p.grad).all() for p in model.parameters())
+    assert np.abs(model.stages[0][0].weight.grad).sum() > 0  # and it reached conv1_1
