@@ -2,7 +2,7 @@
 
 The rule is the paper's and the CPU's (Liu et al. 2016, sec. 2.2): each ground truth claims
 the prior it overlaps most, whatever the IoU; every other prior takes the ground truth it
-overlaps most, as a positive when that IoU >= 0.5. A batch is matched with five launches:
+overlaps most, as a positive when that IoU >= 0.5. A batch is matched with six launches:
 
 1. ``iou_batch_kernel``    ious (B, G, P), one thread per (image, ground truth, prior);
 2. ``best_prior_kernel``   best_prior (B, G): the argmax of each row of ious, a *reduction*:
@@ -13,7 +13,8 @@ overlaps most, as a positive when that IoU >= 0.5. A batch is matched with five 
 3. ``match_kernel``        best_gt, labels (B, P): ``_match_one``'s loop body, one thread per
                            prior (grid-stride), one row of blocks per image;
 4. ``gather_kernel``       matched (B, P, 4) = the ground-truth box of each prior;
-5. ``boxes.encode_kernel`` then background rows set to 0, as on the CPU.
+5. ``boxes.encode_kernel`` the targets, encoded against the priors;
+6. ``zero_background_kernel`` background rows set to 0, as on the CPU.
 
 Images have different numbers of ground truths: they are padded to G = the largest count,
 ``num_gt[b]`` says how many are real, and the padding rows are never read as objects.
