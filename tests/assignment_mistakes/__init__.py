@@ -1,0 +1,22 @@
+"""Wrong answers a student could hand in, one per common mistake; the grader must take points.
+
+Each is a drop-in replacement for the function that holds a marked region (same arguments,
+same outputs), wrong in exactly one way and named after the mistake; most are written
+plainly in NumPy, a few wrap the reference with one argument changed. ``run.py`` grades the
+part of each with it swapped in; tests/test_assignments_parts.py checks every one loses points.
+"""
+
+# (part, reference function "module:name", wrong answer "module:name" in this package)
+MISTAKES = [
+    ("iou", "minissd.boxes:_iou_matrix", "boxes:iou_matrix_without_clamp"),
+    ("encode_decode", "minissd.boxes:_encode_rows", "boxes:encode_rows_without_variances"),
+    ("match", "minissd.matching:_match_one", "matching:match_without_forced_best_prior"),
+    ("match", "minissd.matching:_match_one", "matching:match_with_strict_threshold"),
+    ("hard_negative_mining", "minissd.loss:_mine", "loss:mine_ignoring_ratio"),
+    ("hard_negative_mining", "minissd.loss:_mine", "loss:mine_counting_positives_as_negatives"),
+    ("multibox_loss", "minissd.loss:multibox_loss", "loss:multibox_loss_over_batch_size"),
+    ("conv_backward", "minissd.nn.conv:conv2d_backward", "nn:conv_backward_ignoring_stride"),
+    ("conv_backward", "minissd.nn.conv:conv2d_backward", "nn:conv_backward_ignoring_dilation"),
+    ("nms", "minissd.nms:_suppress", "nms:suppress_with_greater_or_equal"),
+    ("voc_ap", "minissd.evaluate:voc_ap", "evaluate:voc_ap_on_10_points"),
+]

@@ -1,0 +1,101 @@
+"""Grade each mistake's part with the wrong answer swapped in, all in one process.
+
+    cd REPO && PYTHONPATH=tests python -m assignment_mistakes.run [-x] OUT.json
+
+For each row of MISTAKES: swap the wrong answer in (it must take the reference's
+arguments), run the part's graded tests with ``pytest.main`` (``--part``; ``-x`` stops at
+the first failure, which is enough to show that points are lost), swap the reference back.
+Each result says whether a test caught the mistake with an assertion (rather than, say, a
+TypeError from a wrong answer that no longer fits the code).
+One process for all of them: Python, NumPy, Numba and the compiled functions load once.
+
+The swap replaces the reference in every loaded module that holds it (the module that
+defines it, modules that imported it by name, test modules imported under an earlier
+mistake) and undoes exactly that afterwards, so the runs do not leak into each other.
+"""
+
+import os
+
+os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "1")  # as tests/conftest.py, before numba loads
+
+import contextlib  # noqa: E402
+import importlib  # noqa: E402
+import inspect  # noqa: E402
+import json  # noqa: E402
+import sys  # noqa: E402
+
+import pytest  # noqa: E402
+
+from assignment_mistakes import MISTAKES  # noqa: E402
+
+
+def _resolve(spec):
+    module, _, name = spec.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def _holders(obj):
+    """(module dict, name) of every global bound to ``obj``, outside this package."""
+    for mod_name, module in list(sys.modules.items()):
+        if mod_name.startswith("assignment_mistakes") or not hasattr(module, "__dict__"):
+            continue
+        for key, value in list(vars(module).items()):
+            if value is obj:
+                yield vars(module), key
+
+
+@contextlib.contextmanager
+def swapped(target, wrong):
+    """Bind ``wrong`` wherever ``target`` ("module:name") is bound, then bind it back."""
+    original, replacement = _resolve(target), _resolve("assignment_mistakes." + wrong)
+    if list(inspect.signature(original).parameters) != list(inspect.signature(replacement).parameters):
+        raise TypeError(f"{wrong} no longer takes the arguments of {target} "
+                        f"{inspect.signature(original)}: update the wrong answer")
+    for namespace, key in list(_holders(original)):
+        namespace[key] = replacement
+    try:
+        yield
+    finally:
+        for namespace, key in list(_holders(replacement)):  # includes modules imported meanwhile
+            namespace[key] = original
+
+
+class _Outcomes:
+    """Records, per test, the first phase that did not pass (as the grader's reporter)."""
+
+    def __init__(self):
+        self.outcomes = {}
+
+    def pytest_runtest_logreport(self, report):
+        if report.nodeid not in self.outcomes and not report.passed:
+            crash = getattr(report.longrepr, "reprcrash", None)
+            message = " ".join(crash.message.split())[:300] if crash else ""
+            self.outcomes[report.nodeid] = ("skipped" if report.skipped else "failed", message)
+        elif report.when == "teardown":
+            self.outcomes.setdefault(report.nodeid, ("passed", ""))
+
+
+def main(argv):
+    from minissd.assignments.parts import PARTS
+    from minissd.assignments.scoring import score_parts, test_files
+
+    parts = {part.name: part for part in PARTS}
+    results = []
+    for part_name, target, wrong in MISTAKES:
+        part, recorder = parts[part_name], _Outcomes()
+        args = [*test_files(part), "--part", part_name, "-q", "-p", "no:cacheprovider",
+                "--no-points", *(["-x"] if "-x" in argv else [])]
+        with swapped(target, wrong):
+            pytest.main(args, plugins=[recorder])
+        (score,) = score_parts([part], recorder.outcomes)
+        caught = any("assert" in message.lower() for _, message in recorder.outcomes.values())
+        results.append({"part": part_name, "mistake": wrong, "score": score.score,
+                        "max_score": score.max_score, "caught_by_an_assertion": caught,
+                        "lines": score.lines})
+    with open(argv[-1], "w", encoding="utf-8") as f:
+        json.dump(results, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
