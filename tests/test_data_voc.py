@@ -220,3 +220,16 @@ def test_skip_bad_off_by_default_raises(voc):
         warnings.simplefilter("error")  # no warning in strict mode: an error instead
         with pytest.raises(DatasetError):
             VOCDataset(voc, "val")
+
+
+def test_concat_dataset_reads_parts_in_order(voc):
+    from minissd.data import ConcatDataset
+
+    both = ConcatDataset([VOCDataset(FIXTURE, "train"), VOCDataset(voc, "val")])  # "07+12" style
+    assert len(both) == 3 and both.ids == ["000001", "000002", "000003"]
+    assert both[0][2].tolist() == [12, 15, 1]  # first part, item 0
+    assert both[2][2].tolist() == [20] and both[-1][0].shape == (8, 20, 3)  # second part, item 0
+    with pytest.raises(IndexError):
+        both[3]
+    with pytest.raises(ValueError, match="labels would not agree"):
+        ConcatDataset([VOCDataset(FIXTURE, "train"), VOCDataset(FIXTURE, "train", classes=["dog", "person", "aeroplane"])])

@@ -14,10 +14,10 @@ from .augment import (Compose, eval_transform, expand, hflip, normalize, photome
 from .loader import DataLoader
 from .tiny_voc import (TINY_VOC_CLASSES, TinyVOCConfig, default_data_dir, make_tiny_voc,
                        tiny_voc_path, verify_tiny_voc)
-from .voc import VOC_CLASSES, Annotation, DatasetError, VOCDataset
+from .voc import VOC_CLASSES, Annotation, ConcatDataset, DatasetError, VOCDataset
 
 __all__ = [
-    "VOCDataset", "DatasetError", "Annotation", "VOC_CLASSES",
+    "VOCDataset", "ConcatDataset", "DatasetError", "Annotation", "VOC_CLASSES",
     "make_tiny_voc", "TinyVOCConfig", "TINY_VOC_CLASSES", "tiny_voc_path", "default_data_dir",
     "verify_tiny_voc",
     "Compose", "train_transform", "eval_transform", "photometric_distort", "expand",

@@ -285,3 +285,34 @@ class VOCDataset:
     def __repr__(self):
         return (f"VOCDataset({str(self.root)!r}, split={self.split!r}: {len(self)} images, "
                 f"{len(self.classes)} classes)")
+
+
+class ConcatDataset:
+    """Several datasets with the same classes, read as one: SSD's "07+12" training set is
+    ``ConcatDataset([VOCDataset(voc07, "trainval"), VOCDataset(voc12, "trainval")])``.
+
+    ``ds[i]`` and ``ds.ids`` follow the parts in order; ``ds.classes`` is their common list.
+    """
+
+    def __init__(self, datasets):
+        self.datasets = list(datasets)
+        if not self.datasets:
+            raise ValueError("ConcatDataset: no datasets given")
+        self.classes = list(self.datasets[0].classes)
+        for d in self.datasets[1:]:
+            if list(d.classes) != self.classes:
+                raise ValueError(f"ConcatDataset: {d!r} has classes {list(d.classes)}, "
+                                 f"the first has {self.classes}; labels would not agree")
+        self.ids = [i for d in self.datasets for i in d.ids]
+        self._ends = np.cumsum([len(d) for d in self.datasets])  # (D,) one past each part's last index
+
+    def __len__(self):
+        return int(self._ends[-1])
+
+    def __getitem__(self, i):
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"index {i} out of range for {len(self)} images")
+        i = i % len(self)
+        part = int(np.searchsorted(self._ends, i, side="right"))  # the part holding item i
+        start = 0 if part == 0 else int(self._ends[part - 1])
+        return self.datasets[part][i - start]
