@@ -11,7 +11,7 @@ from minissd.nn import conv as cpu_conv
 
 try:  # skip only if numba-cuda really cannot be imported (CI must run these)
     from minissd.cuda import conv as cuda_conv
-    from minissd.cuda import require
+    from minissd.cuda import require, simulating
 except RuntimeError as e:  # pragma: no cover - the reason is shown by pytest -ra
     pytest.skip(f"minissd.cuda unavailable: {e}", allow_module_level=True)
 
@@ -26,9 +26,11 @@ CASES = [
 
 @pytest.mark.parametrize("transpose_a, transpose_b", [(False, False), (True, False), (False, True)])
 def test_cuda_matmul_matches_numpy(rng, monkeypatch, transpose_a, transpose_b):
-    # 4 x 4 tiles (stumpy's trick: patch the launch constant; the simulator reads it when the
-    # kernel runs): 9 x 7 @ 7 x 6 needs 3 x 2 blocks and 2 tiles along k, every edge ragged.
-    monkeypatch.setattr(cuda_conv, "TILE", 4)
+    # 4 x 4 tiles (stumpy's trick: patch the constant; the simulator reads it when the kernel
+    # runs): 9 x 7 @ 7 x 6 needs 3 x 2 blocks and 2 tiles along k, every edge ragged. Only on
+    # the simulator: a real GPU compiles TILE into the kernel once, for the whole session.
+    if simulating():
+        monkeypatch.setattr(cuda_conv, "TILE", 4)
     a = rng.standard_normal((9, 7)).astype(np.float32)
     b = rng.standard_normal((7, 6)).astype(np.float32)
     a_in = np.ascontiguousarray(a.T) if transpose_a else a

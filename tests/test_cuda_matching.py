@@ -72,9 +72,8 @@ def test_cuda_match_ties_follow_cpu():
     np.testing.assert_array_equal(got[1], [1, 3, 1])  # prior 2: IoU 1 with object 0, by step 1
 
 
-def test_cuda_best_prior_reduction_with_strided_threads(batch, monkeypatch):
-    # 8 reducing threads for 40 priors: each thread first scans 5 priors, then 3 halvings.
-    monkeypatch.setattr(cuda_matching, "REDUCE_THREADS", 8)
+def test_cuda_best_prior_reduction_with_strided_threads(batch):
+    # A block of 8 threads for 40 priors: each thread first scans 5 priors, then 3 halvings.
     priors, boxes, labels = batch
     ious = cpu_boxes.iou(boxes[0], cpu_boxes.center_to_corner(priors))[None]  # (1, 5, 40)
     ious[0, 2, [3, 37]] = 2.0  # a tie across two threads: the lower prior wins

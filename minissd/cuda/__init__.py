@@ -62,29 +62,32 @@ def _load():
         _problem = f"no CUDA GPU was found ({_describe_driver_error(cuda)}); {_simulator_advice()}"
         return
     if not numba.core.config.ENABLE_CUDASIM:
-        _problem = _compiler_problem(cuda)
-        if _problem:
+        error = _compiler_error(cuda)
+        if error:
+            _problem = (f"numba-cuda found a GPU but cannot compile kernels ({error}); {_COMPILER_HINT}")
             return
     _cuda = cuda
 
 
-def _compiler_problem(cuda):
-    """None if numba-cuda can compile a kernel here, else why not (said now, not at first launch).
+_COMPILER_HINT = ('install its compiler libraries (NVVM, NVRTC): pip install "numba-cuda[cu12]" for a '
+                  'CUDA 12 driver (or "numba-cuda[cu13]" for CUDA 13), or install the CUDA toolkit')
+
+
+def _compiler_error(cuda, cc=None):
+    """None if numba-cuda can compile a kernel here, else the error (said now, not at first launch).
 
     A GPU and its driver are not enough: numba-cuda compiles kernels with NVVM and NVRTC,
     which come with the CUDA toolkit or with numba-cuda's ``cu12``/``cu13`` extras.
+    - cc: the compute capability to compile for; None: the current GPU's.
     """
 
     def probe(x):
         x[0] = 1.0
 
     try:
-        cuda.compile_ptx(probe, "void(float32[:])")
+        cuda.compile_ptx(probe, "void(float32[:])", **({"cc": cc} if cc else {}))
     except Exception as e:  # noqa: BLE001 - any failure means the same thing to the user
-        error = " ".join(str(e).split())
-        return (f"numba-cuda found a GPU but cannot compile kernels ({type(e).__name__}: {error}); "
-                'install its compiler libraries: pip install "numba-cuda[cu12]" for a CUDA 12 driver '
-                '(or "numba-cuda[cu13]" for CUDA 13), or install the CUDA toolkit')
+        return f"{type(e).__name__}: {' '.join(str(e).split())}"
     return None
 
 

@@ -10,7 +10,8 @@ only NVVM and NVRTC, e.g. (not part of the ``cuda`` extra; a GPU machine's toolk
     PYTHONPATH=/tmp/nvvm LD_LIBRARY_PATH=/tmp/nvvm/nvidia/cuda_nvrtc/lib \\
         NUMBA_ENABLE_CUDASIM=0 python -m minissd.cuda.compile_check [--cc 9.0]
 
-Exit status: 0 when every kernel compiles, 1 otherwise (each failure is printed).
+Exit status: 0 when every kernel compiles, 1 otherwise (each failure is printed), 2 when
+NVVM or NVRTC cannot be found.
 """
 
 import importlib
@@ -78,6 +79,11 @@ def main(cc=(8, 0)):
         compute_capability = cc
 
     numba.cuda.dispatcher.get_current_device = lambda: _Device()
+    error = minissd.cuda._compiler_error(cuda, cc)  # are the compiler libraries here at all?
+    if error:
+        print(f"compile_check: numba-cuda cannot compile ({error}); NVVM and NVRTC are needed, "
+              "see this module's docstring for pip wheels that provide them", file=sys.stderr)
+        return 2
     failed = 0
     for module, name, sig in signatures():
         kernel = getattr(importlib.import_module(module), name)

@@ -29,7 +29,7 @@ from minissd.cuda.boxes import TILE_2D, _box_iou_gpu, encode_kernel
 
 cuda = require()
 
-REDUCE_THREADS = 128  # threads of a best_prior_kernel block; a power of two for the halving
+REDUCE_THREADS = 128  # threads of a best_prior_kernel block (at most; a power of two for the halving)
 
 
 @cuda.jit
@@ -51,23 +51,24 @@ def iou_batch_kernel(gt_boxes, num_gt, corners_t, ious):
 def best_prior_kernel(ious, num_gt, best_prior):
     """``best_prior[b, g]`` = argmax over p of ``ious[b, g, p]``; block (g, b) reduces row (b, g).
 
-    The CPU computes ``ious.argmax(axis=1)``. Here a block of REDUCE_THREADS threads shares
-    the row: thread t first keeps the best of priors t, t + T, t + 2T, ... (T = threads),
-    then the T candidates are halved in shared memory, T/2, T/4, ... 1, with a
-    ``cuda.syncthreads()`` after each halving so that every thread reads finished values.
+    The CPU computes ``ious.argmax(axis=1)``. Here a block of T threads shares the row
+    (T = ``cuda.blockDim.x``, a power of two <= REDUCE_THREADS, the shared arrays' size):
+    thread t first keeps the best of priors t, t + T, t + 2T, ..., then the T candidates are
+    halved in shared memory, T/2, T/4, ... 1, with a ``cuda.syncthreads()`` after each
+    halving so that every thread reads finished values.
     """
     best_iou = cuda.shared.array(REDUCE_THREADS, np.float32)  # candidates of this block
     best_p = cuda.shared.array(REDUCE_THREADS, np.int64)
-    g, b, t = cuda.blockIdx.x, cuda.blockIdx.y, cuda.threadIdx.x
+    g, b, t, T = cuda.blockIdx.x, cuda.blockIdx.y, cuda.threadIdx.x, cuda.blockDim.x
     if g >= num_gt[b]:  # a padding row: the whole block leaves together (no one waits below)
         return
     P = ious.shape[2]
     best_iou[t], best_p[t] = -1.0, P  # "nothing yet": loses to any real prior
-    for p in range(t, P, REDUCE_THREADS):
+    for p in range(t, P, T):
         if ious[b, g, p] > best_iou[t]:  # strict: the first (lowest) p of equals stays
             best_iou[t], best_p[t] = ious[b, g, p], p
     cuda.syncthreads()
-    half = REDUCE_THREADS // 2
+    half = T // 2
     while half > 0:
         if t < half:
             o = t + half  # thread t merges its candidate with thread o's
