@@ -19,10 +19,10 @@ import sys
 
 import numpy as np
 
-from .checkpoint import read_checkpoint
+from .checkpoint import CheckpointError, read_checkpoint
 from .data.augment import eval_transform
 from .data.loader import DataLoader
-from .model import build_model
+from .model import CONFIGS, SSD, SSDConfig
 from .nms import detect as postprocess
 
 
@@ -30,10 +30,16 @@ def load_model(path):
     """(model in eval mode, class names) from a checkpoint written by ``minissd.train``."""
     state, _, meta = read_checkpoint(path)
     extra = meta.get("extra", {})
-    if "model" not in extra or "classes" not in extra:
-        raise ValueError(f"{path}: no model name / classes in the checkpoint; was it written by minissd.train?")
-    model = build_model(extra["model"], len(extra["classes"]))
-    model.load_state_dict(state)
+    if "classes" not in extra or not ("model_config" in extra or extra.get("model") in CONFIGS):
+        raise CheckpointError(f"{path}: no model config / class names in it; was it written by minissd.train?")
+    # the checkpoint carries the whole network description, so it rebuilds exactly what was
+    # trained even if the built-in configs change later (older ones name a built-in config)
+    config = SSDConfig.from_dict(extra["model_config"]) if "model_config" in extra else CONFIGS[extra["model"]]
+    model = SSD(config, len(extra["classes"]))
+    try:
+        model.load_state_dict(state)
+    except ValueError as err:
+        raise CheckpointError(f"{path}: weights do not fit the network it describes: {err}") from err
     return model.eval(), list(extra["classes"])
 
 

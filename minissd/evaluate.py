@@ -222,3 +222,65 @@ def recall_by_size(detections, ground_truths, iou_threshold=0.5, bins=SIZE_BINS,
 
 
 # ---- command line ---------------------------------------------------------------------------------
+#
+# python -m minissd.evaluate --checkpoint C (--tiny-voc | --voc-root R) --split val
+#                            [--save-detections F.json]
+# Runs a trained checkpoint over a split and prints the per-class AP table, both metrics.
+
+def _format_ap_table(class_names, ap07, ap_area, counts):
+    """Per-class AP as a text table (11-point and area), with the mean on the last line."""
+    lines = [f"{'class':>14s} {'objects':>8s} {'AP (07, 11-pt)':>15s} {'AP (area)':>10s}"]
+    for name, a, b, n in zip(class_names, ap07, ap_area, counts):
+        lines.append(f"{name:>14s} {n:8d} {a:15.4f} {b:10.4f}")
+    mean07 = np.nanmean(ap07) if len(ap07) else math.nan
+    mean_area = np.nanmean(ap_area) if len(ap_area) else math.nan
+    lines.append(f"{'mAP':>14s} {sum(counts):8d} {mean07:15.4f} {mean_area:10.4f}")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    import argparse
+    import json
+    import sys
+
+    from .data import VOCDataset, make_tiny_voc, tiny_voc_path
+    from .detect import load_model, predict_dataset
+
+    parser = argparse.ArgumentParser(prog="python -m minissd.evaluate",
+                                     description="VOC AP of a trained checkpoint on a dataset split.")
+    parser.add_argument("--checkpoint", required=True, help="checkpoint.npz written by minissd.train")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--tiny-voc", action="store_true", help="tiny-voc (generated if absent)")
+    source.add_argument("--voc-root", help="a VOC year folder (Annotations/, JPEGImages/, ImageSets/)")
+    parser.add_argument("--data-dir", default=None, help="where tiny-voc lives (default $MINISSD_DATA or ~/.cache/minissd)")
+    parser.add_argument("--split", default="val", help="ImageSets/Main/<split>.txt (default val)")
+    parser.add_argument("--save-detections", metavar="F.json", help="write every detection as JSON")
+    parser.add_argument("--batch-size", type=int, default=32)
+    args = parser.parse_args(argv)
+
+    model, classes = load_model(args.checkpoint)
+    root = args.voc_root or make_tiny_voc(tiny_voc_path(args.data_dir))
+    dataset = VOCDataset(root, args.split, classes=classes)
+    detections, ground_truths = predict_dataset(model, dataset, batch_size=args.batch_size)
+    result07 = evaluate_detections(detections, ground_truths, class_names=classes)
+    result_area = evaluate_detections(detections, ground_truths, class_names=classes, use_07_metric=False)
+    print(f"{args.checkpoint} on {root} ({args.split}, {len(dataset)} images), IoU 0.5, difficult ignored:")
+    print(_format_ap_table(classes, result07["ap"], result_area["ap"], result07["num_objects"]))
+    sizes = recall_by_size(detections, ground_truths)
+    print("recall by object size: " + ", ".join(
+        f"{name} {r['recall']:.3f} ({r['found']}/{r['total']})" for name, r in sizes.items()))
+    if args.save_detections:
+        rows = [{"image_id": image_id, "label": classes[int(label) - 1], "score": float(score),
+                 "box": [float(v) for v in box]}
+                for image_id, (boxes, labels, scores) in zip(dataset.ids, detections)
+                for box, label, score in zip(boxes, labels, scores)]
+        with open(args.save_detections, "w") as f:
+            json.dump(rows, f)
+        print(f"wrote {len(rows)} detections to {args.save_detections}")
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())

@@ -224,7 +224,7 @@ def main(argv=None):
     def checkpoint(it):
         save_checkpoint(ckpt_path, model, optimizer, it, cfg, rng,
                         extra={"history": history, "classes": train_set.classes,
-                               "model": cfg.model, "num_classes": len(train_set.classes)})
+                               "model": cfg.model, "model_config": model.config.to_dict()})
 
     print(f"model {cfg.model}: input {size}x{size}, {len(priors)} default boxes, "
           f"{sum(p.data.size for p in params):,} parameters; {len(train_set)} train / "

@@ -121,14 +121,15 @@ def split_priors(priors, feature_maps, boxes_per_location):
     - boxes_per_location: sequence of k per map.
     - returns: list of arrays (f, f, k, 4), the default_boxes order (map, row, column, box).
     """
+    total = sum(f * f * k for f, k in zip(feature_maps, boxes_per_location))
+    if total != len(priors):
+        raise ValueError(f"priors: {len(priors)} boxes, but the maps {list(feature_maps)} with "
+                         f"k={list(boxes_per_location)} give {total}")
     blocks, start = [], 0
     for f, k in zip(feature_maps, boxes_per_location):
         n = f * f * k
-        blocks.append(np.asarray(priors[start:start + n]).reshape(f, f, k, 4))
+        blocks.append(np.asarray(priors[start:start + n]).reshape(f, f, k, 4))  # (row, col, box, 4)
         start += n
-    if start != len(priors):
-        raise ValueError(f"priors: {len(priors)} boxes, but the maps {list(feature_maps)} with "
-                         f"k={list(boxes_per_location)} give {start}")
     return blocks
 
 

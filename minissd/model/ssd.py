@@ -16,7 +16,7 @@ Backward walks the same path in reverse: the heads give one gradient per source 
 gradient reaching stage m's output is its source gradient plus what stage m+1 sends back.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
@@ -61,6 +61,21 @@ class SSDConfig:
             size, channels = stage_output(table, size, channels)
             maps.append((size, channels))
         return maps
+
+    def to_dict(self):
+        """A JSON-able dict (checkpoints store it, so a checkpoint rebuilds its own network)."""
+        d = asdict(self)
+        d.pop("notes")
+        return d
+
+    @classmethod
+    def from_dict(cls, d):
+        """The inverse of ``to_dict`` (JSON lists become the tuples the tables use)."""
+        def tuples(v):
+            return tuple(tuples(x) for x in v) if isinstance(v, list) else v
+        d = {k: tuples(v) for k, v in d.items()}
+        d["priors"] = PriorConfig(**{k: tuples(v) for k, v in dict(d["priors"]).items()})
+        return cls(**d)
 
     def receptive_fields(self):
         """[(receptive field in pixels, stride in pixels)] of every source map."""
