@@ -2,12 +2,13 @@
 
 Each module here has the same name as its CPU twin and the same public functions:
 
-- ``minissd.cuda.boxes``     iou, encode, decode          (twin of ``minissd.boxes``)
-- ``minissd.cuda.matching``  match, match_batch           (twin of ``minissd.matching``)
-- ``minissd.cuda.loss``      hard_negative_mining         (twin of ``minissd.loss``)
-- ``minissd.cuda.nms``       nms, batched_nms             (twin of ``minissd.nms``)
-- ``minissd.cuda.conv``      im2col, col2im, matmul, conv2d_forward, conv2d_backward
-                                                          (twin of ``minissd.nn.conv``)
+- ``minissd.cuda.boxes``     iou, encode, decode            (twin of ``minissd.boxes``)
+- ``minissd.cuda.matching``  match, match_batch             (twin of ``minissd.matching``)
+- ``minissd.cuda.loss``      hard_negative_mining           (twin of ``minissd.loss``)
+- ``minissd.cuda.nms``       nms, detect                    (twin of ``minissd.nms``)
+- ``minissd.cuda.conv``      Conv2dGPU, matmul, im2col-style gathers (twin of ``nn.Conv2d``)
+
+docs/cuda.md maps every kernel to its CPU twin and explains where the algorithm differs.
 
 This file is the only place in minissd that imports ``numba.cuda``, and it does so lazily:
 ``import minissd`` and ``import minissd.cuda`` work on any machine. ``require()`` returns the
@@ -23,9 +24,10 @@ it; each kernel module calls it when it is imported. Four things can be missing:
    launch.
 
 ``pip install -e ".[cuda]"`` installs 1 and 2 (numba-cuda and the ``nvidia-cuda-runtime-cu12``
-wheel); 4 comes with the CUDA toolkit or ``pip install "numba-cuda[cu12]"``. Without a GPU the kernels still run on numba's CUDA simulator, which runs every
-thread as Python (slow; for tests only): set ``NUMBA_ENABLE_CUDASIM=1`` *before* numba is
-first imported (tests/conftest.py does).
+wheel); 4 comes with the CUDA toolkit or ``pip install "numba-cuda[cu12]"``. Without a GPU
+the kernels still run on numba's CUDA simulator, which runs every thread as Python (slow;
+for tests only): set ``NUMBA_ENABLE_CUDASIM=1`` *before* numba is first imported
+(tests/conftest.py does).
 """
 
 import os
