@@ -7,6 +7,7 @@ minissd parts are graded in test_assignments_parts.py.
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -293,6 +294,16 @@ def test_student_copy_imports_and_each_blank_fails_with_its_hint(toy):
     assert run.stdout.splitlines() == [
         "[assignment area] Width times height, each clamped at 0.",
         "[assignment running_sum] out[i] = x[0] + ... + x[i]."], run.stderr
+
+
+def test_student_copy_inside_the_checkout_is_not_copied_again(toy, tmp_path):
+    ref = shutil.copytree(toy[0], tmp_path / "ref")
+    parts, chapters = _toy_parts()
+    make_student_copy(ref, ref / "handout", parts, chapters)
+    make_student_copy(ref, ref / "handout2", parts, chapters)
+    assert not (ref / "handout2/handout").exists()
+    assert sorted(p.name for p in (ref / "handout").iterdir()) == sorted(
+        p.name for p in (ref / "handout2").iterdir())
 
 
 def test_student_copy_refuses_a_folder_that_is_not_empty(toy, tmp_path):

@@ -69,6 +69,11 @@ def make_student_copy(source: Path, out: Path, parts, chapters, only=None) -> li
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise FileExistsError(f"{out} exists and is not empty; choose a new folder")
     files = [f for f in source_files(source) if not _excluded(f, INSTRUCTOR_ONLY)]
+    # Never copy a student copy made inside the checkout (OUT itself, or an earlier one).
+    copies = {f[:-len(METADATA)] for f in files if f.endswith("/" + METADATA)}
+    if out.is_relative_to(source):
+        copies.add(out.relative_to(source).as_posix() + "/")
+    files = [f for f in files if not f.startswith(tuple(copies))]
     regions = scan_tree(source, files)
     unknown = set(only or ()) - {r.name for r in regions}
     if unknown:
