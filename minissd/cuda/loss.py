@@ -84,6 +84,8 @@ def hard_negative_mining(bg_loss, conf_t, neg_pos_ratio=3):
     if not neg_pos_ratio >= 0:
         raise ValueError(f"neg_pos_ratio: expected a number >= 0, got {neg_pos_ratio}")
     B, P = bg_loss.shape
+    if B == 0:  # (a GPU refuses a grid with no blocks)
+        return to_host(cuda.device_array((0, P), dtype=np.bool_), host)
     bg_loss_d, conf_t_d = to_device(bg_loss, bg_loss.dtype), to_device(conf_t, np.int64)
     num_pos = cuda.to_device(np.zeros(B, dtype=np.int64))
     count_positives_kernel[launch_1d(B * P)](conf_t_d, num_pos)

@@ -208,6 +208,8 @@ def detect(loc, conf, priors, conf_threshold=0.01, nms_threshold=0.45, top_k=200
         raise ValueError(f"top_k and max_per_class: expected >= 1, got {top_k}, {max_per_class}")
     B, P, K = conf.shape
     C, L = K - 1, int(max_per_class)
+    if B == 0:  # (a GPU refuses a grid with no blocks)
+        return []
 
     boxes = cuda.device_array((B * P, 4), dtype=np.float32)  # decoded, images one after another
     decode_kernel[launch_1d(B * P)](to_device(loc, np.float32).reshape(B * P, 4),
