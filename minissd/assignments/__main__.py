@@ -31,7 +31,11 @@ def _regions(source: Path):
 
 def cmd_student(args) -> int:
     source = Path(args.source) if args.source else _reference_root()
-    only = set(args.only.split(",")) if args.only else None
+    only = None
+    if args.only is not None:  # region names, or part names standing for their regions
+        regions_of = {part.name: part.regions for part in table.PARTS}
+        names = [name.strip() for name in args.only.split(",") if name.strip()]
+        only = {region for name in names for region in regions_of.get(name, (name,))}
     blanked = make_student_copy(source, args.out, table.PARTS, table.CHAPTERS, only=only)
     files, regions = _regions(source)
     for problem in parts_problems(source, regions, table.PARTS):
@@ -82,7 +86,7 @@ def main(argv=None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("student", help="write the student copy")
     p.add_argument("out", help="folder to create (must not exist, or be empty)")
-    p.add_argument("--only", help="comma-separated region names to blank (default: all)")
+    p.add_argument("--only", help="comma-separated regions or parts to blank (default: all)")
     p.add_argument("--source", help="the reference checkout (default: this minissd's)")
     p.set_defaults(run=cmd_student)
     p = sub.add_parser("grade", help="grade a copy; print the table, write results.json")

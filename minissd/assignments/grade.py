@@ -103,7 +103,10 @@ def _read_records(path: Path, root: Path, package: str) -> Run:
     run, results, collected = Run(), {}, None
     lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
     for line in lines:
-        record = json.loads(line)
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:  # the last line of a run killed while writing it
+            continue
         if "collected" in record:
             collected = record["collected"]
         elif "collection_error" in record:
