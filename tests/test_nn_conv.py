@@ -18,6 +18,8 @@ CASES = [
     (2, 2, 3, 2, 1, 1, 6, 6),   # stride 2 on an even size: the extra layers' conv8_2
     (2, 3, 3, 1, 0, 1, 5, 5),   # no padding, as conv10_2
     (2, 2, 2, 3, 1, 2, 8, 9),   # even kernel, stride 3 with dilation 2
+    (2, 5, 3, 2, 1, 1, 7, 8),   # C_in < C_out: the taps are gathered side by side (first layers)
+    (1, 4, 3, 1, 3, 3, 6, 5),   # gathered and dilated
 ]
 
 
@@ -119,3 +121,14 @@ def test_init_is_seeded():
     w = nn.Conv2d(64, 128, 3, rng=np.random.default_rng(2)).weight.data
     assert w.dtype == np.float32
     assert abs(w.std() - np.sqrt(2 / (64 * 9))) < 0.02 * np.sqrt(2 / (64 * 9)) * 5
+
+
+@pytest.mark.parametrize("case", [CASES[0], CASES[1], CASES[3], CASES[6]])
+def test_many_small_chunks_give_the_same_result(case, rng, monkeypatch):
+    # Chunks of 7 rows: every chunk boundary and the last partial chunk are exercised.
+    monkeypatch.setattr(conv_module, "_chunk_rows", lambda channels, itemsize: 7)
+    conv = make_conv(case, rng)
+    x = rng.standard_normal((2, case[0], case[6], case[7]))
+    expected = naive.conv2d(x, conv.weight.data, conv.bias.data, case[3], case[4], case[5])
+    np.testing.assert_allclose(conv.forward(x), expected, rtol=1e-10, atol=1e-10)
+    assert nn.gradcheck(conv, x) < 1e-6

@@ -119,18 +119,33 @@ def conv2d_forward(X, W_taps, geo):
     - X: (N*Hg*Wg, C_in) the flattened channels-last input grid
     - W_taps: (k*k, C_in, C_out), tap t = w[:, :, u, v].T
     - returns Y: (M, C_out); only rows of valid outputs are meaningful
+
+    Two ways to sum over the taps, the same arithmetic: add the k*k products (moves k*k
+    chunks of C_out numbers through the cache), or first copy the k*k views side by side
+    into one chunk of im2col and multiply once by all taps' weights stacked (moves k*k
+    chunks of C_in numbers). The narrower side wins; the copy serves a first layer (C_in = 3).
     """
-    C_out = W_taps.shape[2]
+    T, C_in, C_out = W_taps.shape
     Y = np.empty((geo.M, C_out), dtype=np.result_type(X, W_taps))
-    R = _chunk_rows(max(X.shape[1], C_out), Y.itemsize)
-    tmp = np.empty((R, C_out), dtype=Y.dtype)
+    R = _chunk_rows(max(C_in, C_out), Y.itemsize)
+    gather = C_in < C_out
+    if gather:
+        cols = np.empty((R, T * C_in), dtype=Y.dtype)  # one chunk of im2col, taps side by side
+        W_stacked = W_taps.reshape(T * C_in, C_out)  # (k*k*C_in, C_out)
+    else:
+        tmp = np.empty((R, C_out), dtype=Y.dtype)
     for m0 in range(0, geo.rows_used, R):
         m1 = min(m0 + R, geo.rows_used)
-        acc, part = Y[m0:m1], tmp[:m1 - m0]  # (R, C_out) running sum and one tap's term
+        acc = Y[m0:m1]  # (R, C_out)
+        if gather:
+            for t in range(T):
+                cols[:m1 - m0, t * C_in:(t + 1) * C_in] = X[geo.tap_rows(t, m0, m1)]
+            np.matmul(cols[:m1 - m0], W_stacked, out=acc)
+            continue
         np.matmul(X[geo.tap_rows(0, m0, m1)], W_taps[0], out=acc)
-        for t in range(1, len(W_taps)):
-            np.matmul(X[geo.tap_rows(t, m0, m1)], W_taps[t], out=part)
-            acc += part
+        for t in range(1, T):
+            part = np.matmul(X[geo.tap_rows(t, m0, m1)], W_taps[t], out=tmp[:m1 - m0])
+            acc += part  # the running sum stays in cache
     return Y
 
 
