@@ -137,7 +137,12 @@ def main(argv):
     parser.add_argument("--objects", type=int, default=10)
     parser.add_argument("--repeat", type=int, default=30)
     parser.add_argument("--loss-priors", type=int, default=8732, help="P for the loss and detect timings")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="threads for Numba's prange and for matching (default: all cores)")
     args = parser.parse_args(argv)
+    if args.threads is not None:
+        import numba
+        numba.set_num_threads(args.threads)  # before the first call: matching sizes its pool then
 
     rng = np.random.default_rng(0)
     priors = default_boxes(SSD300_VOC)
