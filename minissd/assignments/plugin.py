@@ -56,7 +56,8 @@ class _Points:
                 item.add_marker(pytest.mark.graded(*names))
         if wanted:
             keep = [i for i in items if wanted & set(self.graded.get(i.nodeid, ()))]
-            config.hook.pytest_deselected(items=[i for i in items if i not in keep])
+            kept = {id(i) for i in keep}
+            config.hook.pytest_deselected(items=[i for i in items if id(i) not in kept])
             items[:] = keep
 
     def pytest_collectreport(self, report):
@@ -67,7 +68,9 @@ class _Points:
     def pytest_runtest_logreport(self, report):
         if report.nodeid in self.graded:
             if report.nodeid not in self.outcomes and not report.passed:
-                self.outcomes[report.nodeid] = ("skipped" if report.skipped else "failed", "")
+                crash = getattr(report.longrepr, "reprcrash", None)
+                message = " ".join(crash.message.split())[:300] if crash else ""
+                self.outcomes[report.nodeid] = ("skipped" if report.skipped else "failed", message)
             elif report.when == "teardown":
                 self.outcomes.setdefault(report.nodeid, ("passed", ""))
 

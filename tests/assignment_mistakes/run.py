@@ -27,6 +27,8 @@ import sys  # noqa: E402
 import pytest  # noqa: E402
 
 from assignment_mistakes import MISTAKES  # noqa: E402
+from minissd.assignments.parts import PARTS  # noqa: E402
+from minissd.assignments.scoring import score_parts, test_files  # noqa: E402
 
 
 def _resolve(spec):
@@ -61,24 +63,16 @@ def swapped(target, wrong):
 
 
 class _Outcomes:
-    """Records, per test, the first phase that did not pass (as the grader's reporter)."""
+    """Takes the graded tests' outcomes from minissd's points plugin at the end of a run."""
 
-    def __init__(self):
-        self.outcomes = {}
+    outcomes = {}
 
-    def pytest_runtest_logreport(self, report):
-        if report.nodeid not in self.outcomes and not report.passed:
-            crash = getattr(report.longrepr, "reprcrash", None)
-            message = " ".join(crash.message.split())[:300] if crash else ""
-            self.outcomes[report.nodeid] = ("skipped" if report.skipped else "failed", message)
-        elif report.when == "teardown":
-            self.outcomes.setdefault(report.nodeid, ("passed", ""))
+    def pytest_sessionfinish(self, session):
+        points = session.config.pluginmanager.get_plugin("minissd-assignment-points")
+        self.outcomes = dict(points.outcomes)
 
 
 def main(argv):
-    from minissd.assignments.parts import PARTS
-    from minissd.assignments.scoring import score_parts, test_files
-
     parts = {part.name: part for part in PARTS}
     results = []
     for part_name, target, wrong in MISTAKES:
