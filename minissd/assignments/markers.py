@@ -149,6 +149,8 @@ def strip_regions(source: str, path: str = "<string>", only=None) -> tuple[str, 
     region placed where a lone ``raise`` is not valid Python is reported here.
     """
     regions = [r for r in find_regions(source, path) if only is None or r.name in only]
+    if not regions:
+        return source, []
     lines = source.splitlines(keepends=True)
     for r in reversed(regions):  # from the bottom up, so line numbers above stay valid
         lines[r.start:r.end - 1] = [r.stub()]
