@@ -33,7 +33,7 @@ def test_each_common_mistake_loses_points(tmp_path):
     out = tmp_path / "mistakes.json"
     run = subprocess.run([sys.executable, "-m", "assignment_mistakes.run", "-x", str(out)], cwd=ROOT,
                          capture_output=True, text=True,
-                         env={**os.environ, "PYTHONPATH": str(ROOT / "tests")})
+                         env={**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")])})
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     results = json.loads(out.read_text())
     assert [r["mistake"] for r in results] == [m[2] for m in MISTAKES]
