@@ -18,8 +18,8 @@ CASES = [
     (2, 2, 3, 2, 1, 1, 6, 6),   # stride 2 on an even size: the extra layers' conv8_2
     (2, 3, 3, 1, 0, 1, 5, 5),   # no padding, as conv10_2
     (2, 2, 2, 3, 1, 2, 8, 9),   # even kernel, stride 3 with dilation 2
-    (2, 5, 3, 2, 1, 1, 7, 8),   # C_in < C_out: the taps are gathered side by side (first layers)
-    (1, 4, 3, 1, 3, 3, 6, 5),   # gathered and dilated
+    (2, 5, 3, 2, 1, 1, 7, 8),   # stride 2, odd width
+    (1, 4, 3, 1, 3, 3, 6, 5),   # one input channel, dilation 3
 ]
 
 
@@ -95,13 +95,13 @@ def test_backward_that_ignores_stride_or_dilation_is_caught(wrong, rng, monkeypa
     assert nn.gradcheck(conv, x) < 1e-6
     real_backward = conv_module.conv2d_backward
 
-    def broken_backward(X, W_taps, dY, geo, needs_input_grad=True):
+    def broken_backward(X, w_mat, dY, geo, needs_input_grad=True):
         bad = copy.copy(geo)
         if wrong == "stride":
             bad.s = 1
         else:
             bad.offsets = [off // 2 for off in geo.offsets]  # the taps of dilation 1
-        return real_backward(X, W_taps, dY, bad, needs_input_grad)
+        return real_backward(X, w_mat, dY, bad, needs_input_grad)
 
     monkeypatch.setattr(conv_module, "conv2d_backward", broken_backward)
     assert nn.gradcheck(conv, x) > 1e-2
@@ -126,7 +126,7 @@ def test_init_is_seeded():
 @pytest.mark.parametrize("case", [CASES[0], CASES[1], CASES[3], CASES[6]])
 def test_many_small_chunks_give_the_same_result(case, rng, monkeypatch):
     # Chunks of 7 rows: every chunk boundary and the last partial chunk are exercised.
-    monkeypatch.setattr(conv_module, "_chunk_rows", lambda channels, itemsize: 7)
+    monkeypatch.setattr(conv_module, "_chunk_rows", lambda row_width, itemsize: 7)
     conv = make_conv(case, rng)
     x = rng.standard_normal((2, case[0], case[6], case[7]))
     expected = naive.conv2d(x, conv.weight.data, conv.bias.data, case[3], case[4], case[5])

@@ -7,31 +7,36 @@ loop as the oracle):
         y[o, i, j] = b[o] + sum over c, u, v of    # input channel, kernel row, kernel column
                      w[o, c, u, v] * x_pad[c, i*s + u*d, j*s + v*d]
 
-Read it tap by tap: for one kernel offset (u, v) ("tap"), the sum over c is a matrix
-product of the input pixels that tap reads, one row per output, with w[:, :, u, v].T. So a
-convolution is a sum of k*k matrix products, and its backward is the same products turned
-around (dW_t = X_t.T @ dY, dX_t = dY @ W_t.T, added back where X_t was read).
+Conv as a matrix product (im2col). Copy, for every output position, the k*k*C_in inputs
+its window reads into one row of ``cols`` (rows: outputs; columns: taps (u, v) side by side,
+C_in channels each). With the weight reshaped to ``w_mat`` (k*k*C_in, C_out), rows in the
+same (u, v, c) order:
 
-The fast path: shifted views of one channels-last buffer.
+    Y = cols @ w_mat          dW = cols.T @ dY          dcols = dY @ w_mat.T
+
+and every entry of ``dcols`` is added back onto the input it was copied from (col2im).
+
+The fast path: im2col one cache-sized chunk at a time, from strided VIEWS of one
+channels-last buffer. Plain im2col writes all of ``cols`` (9 copies of the input for a 3x3
+kernel) to memory and reads it back: on 32-64 channels that costs more than the product.
 1. Store the padded input channels-last, flattened to a matrix X (N*Hg*Wg, C_in): row
    q = (n*Hg + y)*Wg + x holds pixel (y, x) of image n, its C_in channels contiguous.
-2. Then the input read by tap (u, v) for output (n, i, j) is row
-       s*m + off_t,   with m = (n*Hg/s + i)*Wg + j  and  off_t = (u*Wg + v)*d,
-   as long as the grid's sides Hg, Wg are multiples of s (extra zero rows/columns are added
-   at the bottom/right when they are not). For ALL outputs at once, the rows a tap reads are
-   the slice X[off_t : off_t + s*M : s]: a plain strided view, no copy, that BLAS reads
-   directly (its row stride s*C_in is a valid "leading dimension"). Hence:
-       Y[m]  = sum_t X[s*m + off_t] @ W_t              forward
-       dW_t  = sum_m X[s*m + off_t].T @ dY[m]          backward, weights
-       dX[s*m + off_t] += dY[m] @ W_t.T                backward, input (the adjoint)
-   with W_t = w[:, :, u, v].T (C_in, C_out). Nothing is copied k*k times (plain im2col
-   writes 9 copies of the input for a 3x3 kernel and reads them back).
-3. The price: m runs over the whole grid (n, i < Hg/s, j < Wg), not only over the valid
-   outputs (i < Ho, j < Wo); the extra rows are computed and dropped. For a 3x3 conv with
-   padding 1 that is (H+2)(W+2)/(HW) - 1: 6% at 64x64, 56% at 8x8; about s times for a
-   stride s.
-4. The rows are processed in chunks of R (a few hundred to a few thousand) so that the
-   chunk's running sum stays in cache while the k*k products add into it.
+2. Give the outputs grid coordinates too: output (n, i, j) is row m = (n*Hg/s + i)*Wg + j of
+   an output grid as wide as the input grid. Then tap t = (u, v) of output m reads input row
+       s*m + off_t,   off_t = (u*Wg + v)*d,
+   the same offset for every output (the grid's sides Hg, Wg are rounded up to multiples of
+   s with extra zeros so that this holds). So the inputs tap t reads for outputs m0..m1-1
+   are the slice X[off_t + s*m0 : off_t + s*m1 : s]: a strided view, no index arithmetic,
+   no Python loop over pixels. A chunk of cols is k*k such views copied side by side.
+3. Forward, per chunk of R output rows: cols = [X_t for each tap]; Y[chunk] = cols @ w_mat.
+   Backward, per chunk: the same cols again (nothing but X is kept), dW += cols.T @ dY[chunk],
+   dcols = dY[chunk] @ w_mat.T, and dX[view of tap t] += dcols[columns of tap t] (the adjoint
+   of the copy). The chunk (about 2 MiB) stays in the L2 cache between the copy and the
+   product, and one product per chunk gives BLAS a large matrix (inner size k*k*C_in).
+4. The price: m runs over the whole grid (n, i < Hg/s, j < Wg), not only over the valid
+   outputs (i < Ho, j < Wo); the extra rows are computed and dropped (dY is zero there, so
+   they add nothing in backward). For a 3x3 conv with padding 1 that is (H+2)(W+2)/(HW) - 1:
+   6% at 64x64, 56% at 8x8; about s times the work for a stride s (a few small layers).
 The layout change NCHW <-> channels-last happens once per call, in parallel Numba loops.
 """
 
@@ -41,7 +46,7 @@ from numba import njit, prange
 from . import init
 from .module import Module, Parameter
 
-CHUNK_BYTES = 1 << 20  # bytes of one chunk of the running sum: it must stay in the L2 cache
+CHUNK_BYTES = 2 << 20  # bytes of one chunk of cols: about the L2 cache of a core
 
 
 def conv_output_size(size, kernel_size, stride, padding, dilation):
@@ -81,13 +86,13 @@ def _round_up(v, s):
     return -(-v // s) * s
 
 
-def _chunk_rows(channels, itemsize):
-    """Rows per chunk: CHUNK_BYTES of running sum, within [512, 16384].
+def _chunk_rows(row_width, itemsize):
+    """Output rows per chunk: about CHUNK_BYTES of cols, within [512, 8192].
 
-    Large enough that each BLAS call has work for both cores (a call costs microseconds of
-    thread start-up), small enough that the running sum is read back from cache.
+    Small enough to stay in cache between the copy and the product, large enough that each
+    BLAS call has work for both cores (a call costs microseconds of thread start-up).
     """
-    return int(min(16384, max(512, CHUNK_BYTES // (channels * itemsize))))
+    return int(min(8192, max(512, CHUNK_BYTES // (row_width * itemsize))))
 
 
 class ConvGeometry:
@@ -113,65 +118,53 @@ class ConvGeometry:
         return slice(start, start + self.s * (m1 - m0), self.s)
 
 
-def conv2d_forward(X, W_taps, geo):
-    """Y[m] = sum_t X[s*m + off_t] @ W_taps[t], chunk by chunk.
+def gather_cols(X, geo, m0, m1, cols):
+    """cols[:m1-m0] = the windows of output rows m0..m1-1: tap t's view in columns t*C_in..."""
+    C_in = X.shape[1]
+    for t in range(len(geo.offsets)):
+        cols[:m1 - m0, t * C_in:(t + 1) * C_in] = X[geo.tap_rows(t, m0, m1)]  # (R, C_in)
+    return cols[:m1 - m0]
+
+
+def conv2d_forward(X, w_mat, geo):
+    """Y = im2col(X) @ w_mat, one chunk of output rows at a time.
 
     - X: (N*Hg*Wg, C_in) the flattened channels-last input grid
-    - W_taps: (k*k, C_in, C_out), tap t = w[:, :, u, v].T
-    - returns Y: (M, C_out); only rows of valid outputs are meaningful
-
-    Two ways to sum over the taps, the same arithmetic: add the k*k products (moves k*k
-    chunks of C_out numbers through the cache), or first copy the k*k views side by side
-    into one chunk of im2col and multiply once by all taps' weights stacked (moves k*k
-    chunks of C_in numbers). The narrower side wins; the copy serves a first layer (C_in = 3).
+    - w_mat: (k*k*C_in, C_out), rows ordered (u, v, c)
+    - returns Y: (M, C_out) on the output grid; only rows of valid outputs are meaningful
     """
-    T, C_in, C_out = W_taps.shape
-    Y = np.empty((geo.M, C_out), dtype=np.result_type(X, W_taps))
-    R = _chunk_rows(max(C_in, C_out), Y.itemsize)
-    gather = C_in < C_out
-    if gather:
-        cols = np.empty((R, T * C_in), dtype=Y.dtype)  # one chunk of im2col, taps side by side
-        W_stacked = W_taps.reshape(T * C_in, C_out)  # (k*k*C_in, C_out)
-    else:
-        tmp = np.empty((R, C_out), dtype=Y.dtype)
+    Y = np.empty((geo.M, w_mat.shape[1]), dtype=np.result_type(X, w_mat))
+    R = _chunk_rows(w_mat.shape[0], X.itemsize)
+    cols = np.empty((R, w_mat.shape[0]), dtype=X.dtype)  # one chunk of im2col, reused
     for m0 in range(0, geo.rows_used, R):
         m1 = min(m0 + R, geo.rows_used)
-        acc = Y[m0:m1]  # (R, C_out)
-        if gather:
-            for t in range(T):
-                cols[:m1 - m0, t * C_in:(t + 1) * C_in] = X[geo.tap_rows(t, m0, m1)]
-            np.matmul(cols[:m1 - m0], W_stacked, out=acc)
-            continue
-        np.matmul(X[geo.tap_rows(0, m0, m1)], W_taps[0], out=acc)
-        for t in range(1, T):
-            part = np.matmul(X[geo.tap_rows(t, m0, m1)], W_taps[t], out=tmp[:m1 - m0])
-            acc += part  # the running sum stays in cache
+        np.matmul(gather_cols(X, geo, m0, m1, cols), w_mat, out=Y[m0:m1])  # (R, kkC) @ (kkC, C_out)
     return Y
 
 
-def conv2d_backward(X, W_taps, dY, geo, needs_input_grad=True):
+def conv2d_backward(X, w_mat, dY, geo, needs_input_grad=True):
     """Gradients of conv2d_forward, chunk by chunk: the same products turned around.
 
-    - X: (N*Hg*Wg, C_in) the input grid kept by forward; W_taps: (k*k, C_in, C_out)
+    - X: (N*Hg*Wg, C_in) the input grid kept by forward; w_mat: (k*k*C_in, C_out)
     - dY: (M, C_out) the output gradient on the output grid, ZERO outside valid outputs
-    - returns (dW_taps (k*k, C_in, C_out), dX (N*Hg*Wg, C_in) or None)
+    - returns (dw_mat (k*k*C_in, C_out), dX (N*Hg*Wg, C_in) or None)
     """
-    # [assignment conv_backward] For each chunk of output rows and each tap t: dW_t += X_t.T @ dY; X_t's rows of dX += dY @ W_t.T.
-    C_in, C_out = W_taps.shape[1:]
-    dW = np.zeros_like(W_taps)
+    # [assignment conv_backward] Per chunk: cols as in forward; dW += cols.T @ dY; dcols = dY @ w_mat.T, each tap's columns added back onto its view of dX.
+    C_in = X.shape[1]
+    dw_mat = np.zeros_like(w_mat)
     dX = np.zeros_like(X) if needs_input_grad else None
-    R = _chunk_rows(max(C_in, C_out), X.itemsize)
-    tmp = np.empty((R, C_in), dtype=X.dtype)
+    R = _chunk_rows(w_mat.shape[0], X.itemsize)
+    cols = np.empty((R, w_mat.shape[0]), dtype=X.dtype)
+    dcols = np.empty_like(cols)
     for m0 in range(0, geo.rows_used, R):
         m1 = min(m0 + R, geo.rows_used)
-        g = dY[m0:m1]  # (R, C_out), reused from cache by every tap
-        for t in range(len(W_taps)):
-            rows = geo.tap_rows(t, m0, m1)
-            dW[t] += X[rows].T @ g  # (C_in, R) @ (R, C_out)
-            if needs_input_grad:
-                part = np.matmul(g, W_taps[t].T, out=tmp[:m1 - m0])  # (R, C_out) @ (C_out, C_in)
-                dX[rows] += part  # added back where X_t was read
-    return dW, dX
+        g = dY[m0:m1]  # (R, C_out)
+        dw_mat += gather_cols(X, geo, m0, m1, cols).T @ g  # (kkC, R) @ (R, C_out)
+        if needs_input_grad:
+            np.matmul(g, w_mat.T, out=dcols[:m1 - m0])  # (R, C_out) @ (C_out, kkC)
+            for t in range(len(geo.offsets)):  # col2im: the adjoint of gather_cols
+                dX[geo.tap_rows(t, m0, m1)] += dcols[:m1 - m0, t * C_in:(t + 1) * C_in]
+    return dw_mat, dX
     # [/assignment]
 
 
@@ -216,9 +209,9 @@ class Conv2d(Module):
             raise ValueError(f"{self!r}: input {H}x{W} is smaller than the (dilated) kernel")
         return Ho, Wo
 
-    def _w_taps(self):
-        """(C_out, C_in, k, k) -> (k*k, C_in, C_out): tap t = u*k + v is w[:, :, u, v].T."""
-        return np.ascontiguousarray(self.weight.data.transpose(2, 3, 1, 0)).reshape(-1, self.in_channels, self.out_channels)
+    def _w_mat(self):
+        """(C_out, C_in, k, k) -> (k*k*C_in, C_out), rows ordered (u, v, c) like cols."""
+        return np.ascontiguousarray(self.weight.data.transpose(2, 3, 1, 0)).reshape(-1, self.out_channels)
 
     def forward(self, x):
         if x.ndim != 4 or x.shape[1] != self.in_channels:
@@ -229,8 +222,8 @@ class Conv2d(Module):
         geo = ConvGeometry(N, H, W, self.kernel_size, self.stride, self.padding, self.dilation)
         p = self.padding
         X = to_grid(np.ascontiguousarray(x), p, p, geo.Hg, geo.Wg).reshape(-1, self.in_channels)  # (N*Hg*Wg, C_in)
-        Y = conv2d_forward(X, self._w_taps(), geo)  # (M, C_out) on the output grid
-        self._X, self._geo, self._in_hw = X, geo, (H, W)  # kept for backward: dW_t = X_t.T @ dY
+        Y = conv2d_forward(X, self._w_mat(), geo)  # (M, C_out) on the output grid
+        self._X, self._geo, self._in_hw = X, geo, (H, W)  # kept for backward: cols are gathered again
         y = from_grid(Y.reshape(N, geo.Hg // self.stride, geo.Wg, -1), 0, 0, geo.Ho, geo.Wo)  # (N, C_out, Ho, Wo)
         if self.bias is not None:
             y += self.bias.data[:, None, None]
@@ -240,7 +233,7 @@ class Conv2d(Module):
         geo, k = self._geo, self.kernel_size
         N = grad_out.shape[0]
         dY = to_grid(np.ascontiguousarray(grad_out), 0, 0, geo.Hg // self.stride, geo.Wg)  # zeros off the outputs
-        dW, dX = conv2d_backward(self._X, self._w_taps(), dY.reshape(geo.M, -1), geo, self.needs_input_grad)
+        dW, dX = conv2d_backward(self._X, self._w_mat(), dY.reshape(geo.M, -1), geo, self.needs_input_grad)
         self.weight.grad += dW.reshape(k, k, self.in_channels, -1).transpose(3, 2, 0, 1)  # (C_out, C_in, k, k)
         if self.bias is not None:
             self.bias.grad += grad_out.sum(axis=(0, 2, 3))
