@@ -21,17 +21,19 @@ def test_cuda_bench_refuses_to_time_the_simulator(capsys):
     assert "simulator" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_cuda_bench_rows_run_on_tiny_sizes(monkeypatch):
     # Not a timing (the simulator's times mean nothing): a check that every row's code runs,
     # since the machine that writes it may have no GPU. Blocks of 8 threads on the simulator:
     # each cuda.syncthreads() of the NMS and best-prior kernels is a barrier of Python threads.
     # (Not on a GPU: there REDUCE_THREADS, a shared array's size, is compiled in once.)
-    from minissd.cuda import matching, nms
+    from minissd.cuda import matching, nms, select
     if mc.simulating():
         monkeypatch.setattr(nms, "NMS_THREADS", 8)
         monkeypatch.setattr(matching, "REDUCE_THREADS", 8)
-    rows = bench.run(batch=2, reps=1, conv_shapes=((2, 4),), tiny=False, num_priors=40, num_classes=2)
-    assert [r[0].split()[0] for r in rows] == ["iou", "match_batch", "mining", "detect", "conv"]
+        monkeypatch.setattr(select, "SELECT_THREADS", 8)
+    rows = bench.run(batch=2, reps=0, conv_shapes=((2, 4),), tiny=False, num_priors=40, num_classes=2)
+    assert [r[0].split()[0] for r in rows] == ["iou", "match_batch", "its", "mining", "detect", "conv"]
     assert all(cpu > 0 and gpu > 0 for _, cpu, gpu in rows)
 
 

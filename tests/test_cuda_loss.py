@@ -8,11 +8,20 @@ from minissd import loss
 
 try:  # skip only if numba-cuda really cannot be imported (CI must run these)
     from minissd.cuda import loss as cuda_loss
-    from minissd.cuda import require
+    from minissd.cuda import require, select, simulating
 except RuntimeError as e:  # pragma: no cover - the reason is shown by pytest -ra
     pytest.skip(f"minissd.cuda unavailable: {e}", allow_module_level=True)
 
 pytestmark = pytest.mark.cuda
+
+
+@pytest.fixture(autouse=True)
+def small_blocks(monkeypatch):
+    """Blocks of 8 threads on the simulator (each cuda.syncthreads() is a barrier of Python
+    threads), which also gives each thread a longer chunk of priors. Not on a GPU, where the
+    block size is compiled into the kernel once."""
+    if simulating():
+        monkeypatch.setattr(select, "SELECT_THREADS", 8)
 
 
 def test_cuda_mining_worked_example():
@@ -40,15 +49,26 @@ def test_cuda_mining_matches_cpu_and_naive(rng, ratio):
     assert not got[2].any()  # no positives, no negatives
 
 
-def test_cuda_mining_on_device_float64(rng):
+def test_cuda_mining_on_device(rng):
     cuda = require()
-    bg = rng.uniform(0, 2, (2, 40))  # float64
+    bg = rng.uniform(0, 2, (2, 40)).astype(np.float32)
     conf = np.zeros((2, 40), np.int64)
     conf[:, :4] = 1
     mask = cuda_loss.hard_negative_mining(cuda.to_device(bg), cuda.to_device(conf))
     assert hasattr(mask, "copy_to_host")
     np.testing.assert_array_equal(mask.copy_to_host(), naive.hard_negative_mining(bg, conf))
     assert mask.copy_to_host().sum(axis=1).tolist() == [16, 16]  # 4 positives + 12 negatives
+
+
+def test_cuda_mining_negative_losses_and_many_chunks(rng):
+    # Any finite float is ranked (negative ones too: the sign-flipping key), and 300 priors
+    # over the threads put the k-th loss and its ties in different threads' chunks.
+    bg = np.round(rng.normal(0, 1, (2, 300)), 1).astype(np.float32)  # ~60 distinct values: ties
+    conf = np.zeros((2, 300), np.int64)
+    conf[0, rng.choice(300, 40, replace=False)] = 1
+    conf[1, rng.choice(300, 7, replace=False)] = 2
+    got = cuda_loss.hard_negative_mining(bg, conf)
+    np.testing.assert_array_equal(got, naive.hard_negative_mining(bg, conf))
 
 
 def test_cuda_mining_refuses_what_cpu_refuses():

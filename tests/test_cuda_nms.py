@@ -8,10 +8,20 @@ from minissd import nms as cpu_nms
 
 try:  # skip only if numba-cuda really cannot be imported (CI must run these)
     from minissd.cuda import nms as cuda_nms
+    from minissd.cuda import select, simulating
 except RuntimeError as e:  # pragma: no cover - the reason is shown by pytest -ra
     pytest.skip(f"minissd.cuda unavailable: {e}", allow_module_level=True)
 
 pytestmark = pytest.mark.cuda
+
+
+@pytest.fixture(autouse=True)
+def small_blocks(monkeypatch):
+    """Blocks of 8 threads on the simulator, where each cuda.syncthreads() is a barrier of
+    Python threads; several steps of NMS and of the selections then share a thread."""
+    if simulating():
+        monkeypatch.setattr(cuda_nms, "NMS_THREADS", 8)
+        monkeypatch.setattr(select, "SELECT_THREADS", 8)
 
 
 def clustered_boxes(rng, n):
@@ -32,9 +42,8 @@ def test_cuda_nms_worked_example():
 
 
 @pytest.mark.parametrize("threshold", [0.3, 0.6])
-def test_cuda_nms_matches_cpu_and_naive(rng, threshold, monkeypatch):
-    # 8 threads for 30 boxes: every step's comparisons are shared by several threads in turn.
-    monkeypatch.setattr(cuda_nms, "NMS_THREADS", 8)
+def test_cuda_nms_matches_cpu_and_naive(rng, threshold):
+    # 8 threads for 30 boxes (simulator): every step's comparisons are shared by several threads.
     boxes = clustered_boxes(rng, 30)
     scores = np.round(rng.uniform(0, 1, 30), 1)  # many equal scores: ties by index
     got = cuda_nms.nms(boxes, scores, threshold)
@@ -51,10 +60,9 @@ def test_cuda_nms_empty_and_refusals():
         cuda_nms.nms(np.zeros((1, 4)), np.zeros(1), 1.5)
 
 
-def test_cuda_detect_matches_cpu(rng, monkeypatch):
+def test_cuda_detect_matches_cpu(rng):
     # 2 images, 40 priors, 3 classes + background. Small caps so that they bite: 6 boxes per
     # class enter NMS (of ~10-25 above the threshold), and 5 detections per image come out.
-    monkeypatch.setattr(cuda_nms, "NMS_THREADS", 8)
     priors = np.concatenate([rng.uniform(0.3, 0.7, (40, 2)), rng.uniform(0.1, 0.4, (40, 2))], 1)
     loc = rng.normal(0, 1, (2, 40, 4)).astype(np.float32)
     conf = rng.normal(0, 2, (2, 40, 4)).astype(np.float32)

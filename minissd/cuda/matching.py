@@ -176,25 +176,36 @@ def match_batch(gt_boxes_list, gt_labels_list, priors, iou_threshold=0.5, varian
     boxes, labels, num_gt = _pad(cpu._check_gt_batch(gt_boxes_list, gt_labels_list, num_classes))
     (B, G), P = labels.shape, priors.shape[0]
 
-    boxes_d, labels_d, num_gt_d = to_device(boxes, np.float32), to_device(labels, np.int64), to_device(num_gt, np.int64)
+    loc_t, conf_t = match_on_device(to_device(boxes, np.float32), to_device(labels, np.int64),
+                                    to_device(num_gt, np.int64), to_device(priors, np.float32),
+                                    to_device(corners_t, np.float32), threshold, v0, v1)
+    return to_host(loc_t, not device_out), to_host(conf_t, not device_out)
+
+
+def match_on_device(boxes, labels, num_gt, priors, corners_t, threshold, v0, v1):
+    """The six launches of ``match_batch`` on checked device arrays; returns (loc_t, conf_t) on the device.
+
+    - boxes (B, G, 4) float32, labels (B, G) int64, num_gt (B,) int64: padded ground truth;
+    - priors (P, 4) centre and corners_t (4, P) float32; threshold, v0, v1: floats.
+    """
+    (B, G), P = labels.shape, priors.shape[0]
     ious = cuda.device_array((B, G, P), dtype=np.float32)
     grid = (blocks_for(P, TILE_2D[0]), blocks_for(G, TILE_2D[1]), B)  # x: priors, y: objects, z: images
-    iou_batch_kernel[grid, TILE_2D](boxes_d, num_gt_d, to_device(corners_t, np.float32), ious)
+    iou_batch_kernel[grid, TILE_2D](boxes, num_gt, corners_t, ious)
     best_prior = cuda.device_array((B, G), dtype=np.int64)
-    best_prior_kernel[(G, B), REDUCE_THREADS](ious, num_gt_d, best_prior)  # a block per (g, b)
+    best_prior_kernel[(G, B), REDUCE_THREADS](ious, num_gt, best_prior)  # a block per (g, b)
     best_gt = cuda.device_array((B, P), dtype=np.int64)
     conf_t = cuda.device_array((B, P), dtype=np.int64)
     blocks, threads = launch_1d(P)
-    match_kernel[(blocks, B), threads](ious, labels_d, num_gt_d, np.float64(threshold),
+    match_kernel[(blocks, B), threads](ious, labels, num_gt, np.float64(threshold),
                                        best_prior, best_gt, conf_t)  # x: priors, y: images
     matched = cuda.device_array((B, P, 4), dtype=np.float32)
-    gather_kernel[launch_1d(B * P)](boxes_d, best_gt, matched)
+    gather_kernel[launch_1d(B * P)](boxes, best_gt, matched)
     loc_t = cuda.device_array((B * P, 4), dtype=np.float32)
-    encode_kernel[launch_1d(B * P)](matched.reshape(B * P, 4), to_device(priors, np.float32),
-                                    np.float32(v0), np.float32(v1), loc_t)
+    encode_kernel[launch_1d(B * P)](matched.reshape(B * P, 4), priors, np.float32(v0), np.float32(v1), loc_t)
     loc_t = loc_t.reshape(B, P, 4)
     zero_background_kernel[launch_1d(B * P)](conf_t, loc_t)
-    return to_host(loc_t, not device_out), to_host(conf_t, not device_out)
+    return loc_t, conf_t
 
 
 def match(gt_boxes, gt_labels, priors, iou_threshold=0.5, variances=VARIANCES, num_classes=None):

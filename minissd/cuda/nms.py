@@ -10,13 +10,14 @@ run in parallel is one step's work, comparing the kept box with every later box.
 - the inner loop ``for b in range(a + 1, N)`` spread over the block's threads (block-stride),
   and a ``cuda.syncthreads()`` after each step before anyone looks at box a + 1.
 
-``detect`` keeps everything else on the GPU too, with two more kernels that *rank* instead
-of sorting (the idea of ``minissd.cuda.loss``): a candidate's place in the sorted list is
-the number of candidates that beat it, so each thread counts those, stopping once the count
-shows it is out of the list, and writes itself straight into its place. The CPU twin uses
-``np.argpartition`` + ``np.argsort``; the result is the same list (equal scores: lower prior
-index first) except when equal scores straddle the ``max_per_class`` cut, where
-``np.argpartition`` picks among them arbitrarily and the ranking takes the lower indices.
+``detect`` keeps everything else on the GPU too. Where the CPU twin sorts with NumPy
+(``np.argpartition`` for the ``max_per_class`` best of a class, ``np.argsort`` for the
+``top_k`` best of an image), one block per class (``candidates_kernel``) or per image
+(``top_k_kernel``) selects and orders them with ``minissd.cuda.select``: radix select of
+the k-th largest score, ties to the lower index, then each pick's rank among the picks. The
+result is the CPU's list (equal scores: lower prior index, then lower class first), except
+when equal scores straddle the ``max_per_class`` cut, where ``np.argpartition`` picks among
+them arbitrarily and the GPU takes the lower prior indices.
 """
 
 import math
@@ -26,7 +27,9 @@ import numpy as np
 from minissd import boxes as cpu_boxes
 from minissd.boxes import VARIANCES
 from minissd.cuda import blocks_for, is_device_array, launch_1d, require, to_device
+from minissd.cuda import select
 from minissd.cuda.boxes import _box_iou_gpu, decode_kernel
+from minissd.cuda.select import SCRATCH_SIZE, block_sum, chunk, order_key, sorted_selection
 
 cuda = require()
 
@@ -118,72 +121,67 @@ def clip_kernel(x, lo, hi):
 
 
 @cuda.jit
-def candidates_kernel(scores, conf_threshold, order, count):
-    """Per (image, class) problem: the max_per_class best boxes above the threshold, best first.
+def candidates_kernel(scores, conf_threshold, keys, packed, order, count):
+    """Problem q = (image, class) = ``cuda.blockIdx.x``: its best boxes above the threshold, best first.
 
-    - scores: (B, P, C+1); problem q = b * C + (c - 1) is the grid's y index, x runs over priors;
+    - scores: (B, P, C+1); problem q = b * C + (c - 1);
+    - keys: (Q, P) uint32 and packed: (Q, L) int64, scratch;
     - order: (Q, L) int64, written: order[q, r] = the prior ranked r (L = max_per_class);
-    - count: (Q,) int64, zeroed by the caller: how many rows of order[q] are filled.
-    Prior p's rank = how many candidates beat it (a higher score, or the same score at a
-    lower index); it is in the list when its rank < L, and then writes itself at its rank.
+      count: (Q,) int64, written: how many of order[q] are filled, min(L, candidates).
     """
-    q = cuda.blockIdx.y
+    scratch = cuda.shared.array(SCRATCH_SIZE, np.int64)
+    q = cuda.blockIdx.x
     C = scores.shape[2] - 1
     b, c = q // C, q % C + 1
-    P, L = scores.shape[1], order.shape[1]
-    start = cuda.grid(1)
-    stride = cuda.gridsize(1)
-    for p in range(start, P, stride):
+    lo, hi = chunk(scores.shape[1])
+    mine = 0
+    for p in range(lo, hi):  # candidates get a key > 0, the others 0
         s = scores[b, p, c]
-        if not s > conf_threshold:
-            continue
-        rank = 0
-        for o in range(P):
-            if rank >= L:
-                break
-            t = scores[b, o, c]
-            if t > conf_threshold and (t > s or (t == s and o < p)):
-                rank += 1
-        if rank < L:
-            order[q, rank] = p
-            cuda.atomic.add(count, q, 1)
+        keys[q, p] = order_key(s) if s > conf_threshold else 0
+        mine += s > conf_threshold
+    k = min(block_sum(mine, scratch), order.shape[1])
+    if cuda.threadIdx.x == 0:
+        count[q] = k
+    if k > 0:  # the same for every thread of the block
+        sorted_selection(keys[q], k, packed[q], order[q], scratch)
 
 
 @cuda.jit
-def top_k_kernel(boxes, scores, order, count, suppressed, top_k, out_boxes, out_labels, out_scores, out_count):
-    """Per image: the top_k kept detections over all classes, best first, ranked like the candidates.
+def top_k_kernel(boxes, scores, order, count, suppressed, keys, packed, picks,
+                 out_boxes, out_labels, out_scores, out_count):
+    """Image b = ``cuda.blockIdx.x``: its top_k kept detections over all classes, best first.
 
-    - boxes (B, P, 4) and scores (B, P, C+1) of the images; order, count from
-      ``candidates_kernel``; suppressed from ``nms_kernel``;
-    - thread (x = position a, y = problem q) holds the detection order[q, a] of class c if
-      it survived NMS; it counts the kept detections of the same image that come before it
-      in the CPU's order (a higher score; on equal scores a lower class, then an earlier
-      position) and, if fewer than top_k do, writes itself at that place.
+    - boxes (B, P, 4) and scores (B, P, C+1); order, count from ``candidates_kernel``;
+      suppressed from ``nms_kernel``;
+    - keys (B, C*L) uint32, packed and picks (B, top_k) int64: scratch; detection e of
+      image b is position a = e % L of class c = e // L + 1 (so equal scores: lower class,
+      then earlier position first, the order in which the CPU concatenates them);
     - out_boxes (B, top_k, 4), out_labels (B, top_k), out_scores (B, top_k): written;
-      out_count (B,), zeroed by the caller: how many places of each image are filled.
+      out_count (B,): how many of each image's rows are filled.
     """
-    a, q = cuda.grid(2)
-    C = scores.shape[2] - 1
-    if q >= order.shape[0] or a >= count[q] or suppressed[q, a]:
-        return
-    b, c = q // C, q % C + 1
-    s = scores[b, order[q, a], c]
-    rank = 0
-    for q2 in range(b * C, (b + 1) * C):  # the problems (classes) of image b
-        c2 = q2 % C + 1
-        for a2 in range(count[q2]):
-            if rank >= top_k:
-                break
-            if not suppressed[q2, a2]:
-                t = scores[b, order[q2, a2], c2]
-                if t > s or (t == s and (c2 < c or (c2 == c and a2 < a))):
-                    rank += 1
-    if rank < top_k:
-        for k in range(4):
-            out_boxes[b, rank, k] = boxes[b, order[q, a], k]
-        out_labels[b, rank] = c
-        out_scores[b, rank] = s
-        cuda.atomic.add(out_count, b, 1)
+    scratch = cuda.shared.array(SCRATCH_SIZE, np.int64)
+    b = cuda.blockIdx.x
+    C, L = scores.shape[2] - 1, order.shape[1]
+    lo, hi = chunk(C * L)
+    mine = 0
+    for e in range(lo, hi):  # kept detections get a key > 0
+        q, a = b * C + e // L, e % L
+        keys[b, e] = 0
+        if a < count[q] and not suppressed[q, a]:
+            keys[b, e] = order_key(scores[b, order[q, a], e // L + 1])
+            mine += 1
+    k = min(block_sum(mine, scratch), out_labels.shape[1])
+    if cuda.threadIdx.x == 0:
+        out_count[b] = k
+    if k > 0:
+        sorted_selection(keys[b], k, packed[b], picks[b], scratch)
+        for r in range(cuda.threadIdx.x, k, cuda.blockDim.x):  # copy the picks out, in rank order
+            e = picks[b, r]
+            c, p = e // L + 1, order[b * C + e // L, e % L]
+            for j in range(4):
+                out_boxes[b, r, j] = boxes[b, p, j]
+            out_labels[b, r] = c
+            out_scores[b, r] = scores[b, p, c]
 
 
 def detect(loc, conf, priors, conf_threshold=0.01, nms_threshold=0.45, top_k=200,
@@ -221,9 +219,9 @@ def detect(loc, conf, priors, conf_threshold=0.01, nms_threshold=0.45, top_k=200
 
     Q = B * C  # one problem per (image, class)
     order = cuda.device_array((Q, L), dtype=np.int64)
-    count = cuda.to_device(np.zeros(Q, np.int64))
-    blocks, threads = launch_1d(P)
-    candidates_kernel[(blocks, Q), threads](scores, np.float32(conf_threshold), order, count)
+    count = cuda.device_array(Q, dtype=np.int64)
+    candidates_kernel[Q, select.SELECT_THREADS](scores, np.float32(conf_threshold), cuda.device_array((Q, P), np.uint32),
+                                                cuda.device_array((Q, L), np.int64), order, count)  # a block per problem
     image = cuda.to_device(np.repeat(np.arange(B, dtype=np.int64), C))  # (Q,) image of each problem
     suppressed = cuda.device_array((Q, L), dtype=np.bool_)
     nms_kernel[Q, NMS_THREADS](boxes, image, order, count, float(nms_threshold), suppressed)
@@ -231,10 +229,11 @@ def detect(loc, conf, priors, conf_threshold=0.01, nms_threshold=0.45, top_k=200
     out_boxes = cuda.device_array((B, top_k, 4), dtype=np.float32)
     out_labels = cuda.device_array((B, top_k), dtype=np.int64)
     out_scores = cuda.device_array((B, top_k), dtype=np.float32)
-    out_count = cuda.to_device(np.zeros(B, np.int64))
-    grid = (blocks_for(min(L, P), 32), blocks_for(Q, 4))  # x: positions in order (at most P filled)
-    top_k_kernel[grid, (32, 4)](boxes, scores, order, count, suppressed, top_k,
-                               out_boxes, out_labels, out_scores, out_count)
+    out_count = cuda.device_array(B, dtype=np.int64)
+    top_k_kernel[B, select.SELECT_THREADS](boxes, scores, order, count, suppressed,
+                                           cuda.device_array((B, C * L), np.uint32),
+                                           cuda.device_array((B, top_k), np.int64), cuda.device_array((B, top_k), np.int64),
+                                           out_boxes, out_labels, out_scores, out_count)  # a block per image
     n = out_count.copy_to_host()
     bx, lb, sc = out_boxes.copy_to_host(), out_labels.copy_to_host(), out_scores.copy_to_host()
     return [(bx[b, :n[b]], lb[b, :n[b]], sc[b, :n[b]]) for b in range(B)]
