@@ -20,6 +20,10 @@ from minissd.assignments.check import numba_trap_problems
 from minissd.assignments.parts import Part
 from minissd.assignments.scoring import score_parts
 
+ROOT = Path(__file__).resolve().parent.parent
+# The toy's pytest runs load this checkout's minissd (its plugin), whatever minissd is installed.
+THIS_CHECKOUT = {"PYTHONPATH": str(ROOT)}
+
 # ---- markers -----------------------------------------------------------------------------------
 
 AREA = '''\
@@ -265,7 +269,7 @@ def toy(tmp_path_factory):
 
 def _python(code, cwd):
     return subprocess.run([sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": str(cwd)})
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join([str(cwd), str(ROOT)])})
 
 
 def test_student_copy_holds_the_project_without_caches_or_instructor_files(toy):
@@ -319,9 +323,9 @@ def test_student_copy_refuses_a_folder_that_is_not_empty(toy, tmp_path):
 def test_grade_reference_full_untouched_zero_wrong_answer_partial(toy, tmp_path):
     ref, student = toy
     parts, chapters = _toy_parts()
-    full = grade(ref, parts, chapters, package="toypkg")
+    full = grade(ref, parts, chapters, package="toypkg", env=THIS_CHECKOUT)
     assert [(s.part.name, s.score, s.run) for s in full.scores] == [("area", 4, 2), ("running_sum", 6, 2)]
-    untouched = grade(student, parts, chapters, package="toypkg")
+    untouched = grade(student, parts, chapters, package="toypkg", env=THIS_CHECKOUT)
     assert untouched.total == 0
     out = untouched.gradescope()
     assert [t["max_score"] for t in out["tests"]] == [4, 6] and out["score"] == 0
@@ -335,7 +339,7 @@ def test_grade_reference_full_untouched_zero_wrong_answer_partial(toy, tmp_path)
     path.write_text(path.read_text().replace(
         '    raise NotImplementedError("[assignment area] Width times height, each clamped at 0.")',
         "    return (box[2] - box[0]) * (box[3] - box[1])"))
-    report = grade(wrong, parts[:1], chapters, package="toypkg")
+    report = grade(wrong, parts[:1], chapters, package="toypkg", env=THIS_CHECKOUT)
     assert report.scores[0].score == 2
     assert report.scores[0].lines[1].startswith(
         "FAILED tests/test_shapes.py::test_area_of_an_inside_out_box_is_zero: assert 0.5 == 0.0")
@@ -347,7 +351,10 @@ def test_grade_with_trusted_tests_ignores_edited_tests(toy, tmp_path):
     cheat = tmp_path / "cheat"
     make_student_copy(ref, cheat, parts, chapters)
     (cheat / "tests/test_shapes.py").write_text("def test_area_a():\n    pass\n")
-    report = grade(cheat, parts[:1], chapters, package="toypkg", tests_from=ref)
+    (cheat / "conftest.py").write_text(  # a root conftest that would turn failures into passes
+        "import pytest\n\n@pytest.hookimpl(wrapper=True)\ndef pytest_runtest_makereport(item, call):\n"
+        "    report = yield\n    report.outcome = 'passed'\n    return report\n")
+    report = grade(cheat, parts[:1], chapters, package="toypkg", env=THIS_CHECKOUT, tests_from=ref)
     assert report.total == 0 and (cheat / "tests/test_shapes.py").read_text().startswith("def test_area_a")
 
 
@@ -361,7 +368,7 @@ def test_grade_reports_import_errors_timeouts_and_the_wrong_package(toy, tmp_pat
     sleepy = Part("sleepy", 1, "sleeps", 2, (), ("tests/test_sleep.py::*",))
     (broken / "tests/test_sleep.py").write_text(
         "import time\n\ndef test_quick():\n    pass\n\ndef test_slow():\n    time.sleep(60)\n")
-    report = grade(broken, (parts[0], sleepy), chapters, package="toypkg", timeout=8)
+    report = grade(broken, (parts[0], sleepy), chapters, package="toypkg", env=THIS_CHECKOUT, timeout=8)
     assert [s.score for s in report.scores] == [0, 1]  # the test that finished still counts
     assert report.scores[0].lines[0] == ("ERROR tests/test_shapes.py could not be imported: "
                                          "ModuleNotFoundError: No module named 'toypkg.nothere'")
@@ -387,7 +394,7 @@ def test_scores_are_proportional_and_a_broken_file_gives_zero():
 def _pytest(cwd, *args):
     run = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args],
                          cwd=cwd, capture_output=True, text=True,
-                         env={**os.environ, "PYTHONPATH": str(cwd)})
+                         env={**os.environ, "PYTHONPATH": os.pathsep.join([str(cwd), str(ROOT)])})
     return run.stdout + run.stderr
 
 

@@ -162,11 +162,24 @@ class Report:
                 "output": output, "tests": tests}
 
 
+# What pytest reads besides the code: taken from the trusted checkout when grading with it.
+TEST_SETUP = ("tests/*", "conftest.py", "pyproject.toml", "pytest.ini", "tox.ini", "setup.cfg")
+
+
 def prepare_copy(submission: Path, tests_from: Path, dest: Path) -> None:
-    """Copy ``submission`` to ``dest`` with the tests/ folder of ``tests_from`` in its place."""
-    for base, keep in ((submission, lambda f: not f.startswith("tests/")),
-                       (tests_from, lambda f: f.startswith("tests/")
-                        and not _excluded(f, INSTRUCTOR_ONLY))):
+    """Copy ``submission`` to ``dest`` with the tests and test configuration of ``tests_from``.
+
+    The submission's tests/, its pytest configuration files and any conftest.py of its own are
+    left out, so editing them changes nothing. This is not a sandbox: the submission's code
+    still runs inside the test process.
+    """
+    def ours(rel):
+        return not _excluded(rel, TEST_SETUP) and not rel.endswith("conftest.py")
+
+    def theirs(rel):
+        return _excluded(rel, TEST_SETUP) and not _excluded(rel, INSTRUCTOR_ONLY)
+
+    for base, keep in ((submission, ours), (tests_from, theirs)):
         for rel in source_files(base):
             if keep(rel) and not _excluded(rel, CACHE_PATTERNS):
                 (dest / rel).parent.mkdir(parents=True, exist_ok=True)
