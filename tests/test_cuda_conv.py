@@ -39,6 +39,19 @@ def test_cuda_matmul_matches_numpy(rng, monkeypatch, transpose_a, transpose_b):
     np.testing.assert_allclose(got, a @ b, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("transpose_a", [False, True])
+def test_cuda_matmul_split_k(rng, monkeypatch, transpose_a):
+    # The weight gradient's shape in small: a 5 x 3 result with K = 70. Split-K threshold
+    # patched down (a host-side constant, safe on a GPU too): 70 // 16 = 4 parts of 18, rounded
+    # up to whole 16-wide tiles: 3 parts of 32, added up in order by sum_splits_kernel.
+    monkeypatch.setattr(cuda_conv, "SPLIT_MIN_K", 16)
+    assert cuda_conv._k_splits(5, 3, 70) == (3, 32)
+    a = rng.standard_normal((5, 70)).astype(np.float32)
+    b = rng.standard_normal((70, 3)).astype(np.float32)
+    got = cuda_conv.matmul(np.ascontiguousarray(a.T) if transpose_a else a, b, transpose_a=transpose_a)
+    np.testing.assert_allclose(got, a @ b, rtol=1e-5, atol=1e-5)
+
+
 def test_cuda_matmul_full_size_tile(rng):
     # The real 16 x 16 tile once: a 17 x 20 result needs 2 x 2 blocks, K = 18 needs 2 tiles.
     # (Small tiles are not faster on the simulator: each cuda.syncthreads() is a barrier of

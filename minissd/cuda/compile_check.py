@@ -51,8 +51,10 @@ def signatures():
         (conv, "to_nchw_kernel", (a(f4, 4), i8, a(f4, 4))),
         (conv, "gather_windows_kernel", (a(f4, 4), i8, i8, i8, i8, i8, i8, i8, a(f4, 2))),
         (conv, "scatter_windows_kernel", (a(f4, 2), i8, i8, i8, i8, i8, i8, i8, a(f4, 4))),
-        (conv, "matmul_kernel", (a(f4, 2), a(f4, 2), a(f4, 2), b1, b1)),
-        (conv, "matmul_kernel", (a(f4, 2, "A"), a(f4, 2, "A"), a(f4, 2, "A"), b1, b1)),  # slices
+        (conv, "matmul_kernel", (a(f4, 2), a(f4, 2), a(f4, 3), b1, b1, i8)),
+        (conv, "matmul_kernel", (a(f4, 2, "A"), a(f4, 2, "A"), a(f4, 3, "A"), b1, b1, i8)),  # slices
+        (conv, "sum_splits_kernel", (a(f4, 3), a(f4, 2))),
+        (conv, "sum_splits_kernel", (a(f4, 3), a(f4, 2, "A"))),
         (conv, "add_kernel", (a(f4, 1), a(f4, 1))),
         (conv, "w_mat_kernel", (a(f4, 4), a(f4, 2))),
         (conv, "w_grad_kernel", (a(f4, 2), a(f4, 4))),

@@ -42,6 +42,7 @@ from minissd.nn.conv import conv_output_size
 cuda = require()
 
 TILE = 16  # side of the square tiles of matmul_kernel: 16 x 16 = 256 threads per block
+TILE_ROW = TILE + 1  # a tile row in shared memory, one longer (see matmul_kernel's loads)
 TILE_2D = (32, 8)  # threads per block of the element-wise 2-D kernels; x runs along columns
 CHUNK_BYTES = 256 << 20  # one chunk of cols on the GPU (the CPU's is 2 MiB, its L2 cache)
 
@@ -148,41 +149,82 @@ def scatter_windows_kernel(dcols, r0, r1, Ho, Wo, k, s, d, dx_pad):
 # ---- the tiled matrix product --------------------------------------------------------------
 
 @cuda.jit
-def matmul_kernel(a, b, c, transpose_a, transpose_b):
-    """c = op(a) @ op(b) with op(x) = x.T where asked; blocks of TILE x TILE threads.
+def matmul_kernel(a, b, c, transpose_a, transpose_b, k_split):
+    """c[z] = the z-th part of op(a) @ op(b), op(x) = x.T where asked; blocks of TILE x TILE threads.
 
-    - op(a): (M, K); op(b): (K, N); c: (M, N) float32, written in place.
-    Thread (ty, tx) of block (by, bx) computes c[by*TILE + ty, bx*TILE + tx]. The plain
+    - op(a): (M, K); op(b): (K, N); c: (S, M, N) float32, written in place: block z =
+      ``cuda.blockIdx.z`` multiplies only k in [z * k_split, (z + 1) * k_split) ("split-K",
+      see ``matmul``); with S = 1 it is the whole product.
+    Thread (ty, tx) of block (by, bx) computes c[z, by*TILE + ty, bx*TILE + tx]. The plain
     loop would be ``for kk in range(K): acc += op(a)[row, kk] * op(b)[kk, col]``, reading
     each entry of a and b from global memory TILE times per block. Here the block walks K
     one tile at a time: its threads first copy a TILE x TILE tile of op(a) and of op(b)
     into shared memory (one entry each), and then all multiply from there.
     """
-    sa = cuda.shared.array((TILE, TILE), np.float32)  # a TILE x TILE piece of op(a)
-    sb = cuda.shared.array((TILE, TILE), np.float32)  # ... and of op(b)
-    tx, ty = cuda.threadIdx.x, cuda.threadIdx.y
-    row = cuda.blockIdx.y * TILE + ty
-    col = cuda.blockIdx.x * TILE + tx
-    M, N = c.shape
-    K = a.shape[0] if transpose_a else a.shape[1]
+    sa = cuda.shared.array((TILE, TILE_ROW), np.float32)  # a piece of op(a): sa[i, kk]
+    sb = cuda.shared.array((TILE, TILE_ROW), np.float32)  # a piece of op(b): sb[kk, j]
+    tx, ty, z = cuda.threadIdx.x, cuda.threadIdx.y, cuda.blockIdx.z
+    by, bx = cuda.blockIdx.y * TILE, cuda.blockIdx.x * TILE
+    M, N = c.shape[1], c.shape[2]
+    k0 = z * k_split
+    k1 = min(a.shape[0] if transpose_a else a.shape[1], k0 + k_split)
     acc = np.float32(0.0)
-    for t in range(0, K, TILE):
-        # 1. every thread copies one entry of each tile (0 past the edges of the matrices)
-        ka, kb = t + tx, t + ty
-        if row < M and ka < K:
-            sa[ty, tx] = a[ka, row] if transpose_a else a[row, ka]
+    for t in range(k0, k1, TILE):
+        # 1. every thread copies one entry of each tile (0 past the edges). The threads of a
+        #    warp differ in tx, so tx runs along the axis that is contiguous in memory: for a
+        #    transposed operand, thread (ty, tx) copies the transposed entry. (The tile rows
+        #    are TILE + 1 long so that those column-wise writes hit different memory banks.)
+        if transpose_a:  # op(a)[i, kk] = a[kk, i]
+            i, kk = by + tx, t + ty
+            sa[tx, ty] = a[kk, i] if i < M and kk < k1 else 0.0
         else:
-            sa[ty, tx] = 0.0
-        if kb < K and col < N:
-            sb[ty, tx] = b[col, kb] if transpose_b else b[kb, col]
+            i, kk = by + ty, t + tx
+            sa[ty, tx] = a[i, kk] if i < M and kk < k1 else 0.0
+        if transpose_b:  # op(b)[kk, j] = b[j, kk]
+            kk, j = t + tx, bx + ty
+            sb[tx, ty] = b[j, kk] if kk < k1 and j < N else 0.0
         else:
-            sb[ty, tx] = 0.0
+            kk, j = t + ty, bx + tx
+            sb[ty, tx] = b[kk, j] if kk < k1 and j < N else 0.0
         cuda.syncthreads()  # 2. wait until both tiles are complete ...
         for kk in range(TILE):
             acc += sa[ty, kk] * sb[kk, tx]
         cuda.syncthreads()  # 3. ... and until everyone has used them, before overwriting
-    if row < M and col < N:
-        c[row, col] = acc
+    if by + ty < M and bx + tx < N:
+        c[z, by + ty, bx + tx] = acc
+
+
+@cuda.jit
+def sum_splits_kernel(parts, c):
+    """c[i, j] = sum over z of parts[z, i, j], in order of z (the same sum on every run)."""
+    start = cuda.grid(1)
+    stride = cuda.gridsize(1)
+    S, M, N = parts.shape
+    for e in range(start, M * N, stride):
+        i, j = e // N, e % N
+        total = np.float32(0.0)
+        for z in range(S):
+            total += parts[z, i, j]
+        c[i, j] = total
+
+
+SPLIT_TARGET_BLOCKS = 1024  # split-K aims at about this many blocks ...
+SPLIT_MIN_K = 512  # ... each walking at least this much of K
+
+
+def _k_splits(M, N, K):
+    """(S, k_split): into how many parts to split K, and each part's length (a multiple of TILE).
+
+    A product with a small output and a long K, like the weight gradient (k*k*C_in x C_out,
+    e.g. 288 x 32, with K = N*Ho*Wo = 131072 rows), has few output tiles: 36 blocks for a
+    GPU with 132 multiprocessors, each walking 8192 tiles of K alone. Splitting K over S
+    blocks per output tile, then adding the S partial products, keeps the GPU busy.
+    """
+    tiles = blocks_for(M, TILE) * blocks_for(N, TILE)
+    S = max(1, min(-(-SPLIT_TARGET_BLOCKS // tiles), K // SPLIT_MIN_K))
+    k_split = -(-K // S)  # ceil(K / S) ...
+    k_split = TILE * blocks_for(k_split, TILE)  # ... rounded up to whole tiles
+    return blocks_for(K, k_split), k_split
 
 
 def matmul(a, b, transpose_a=False, transpose_b=False, out=None):
@@ -197,8 +239,12 @@ def matmul(a, b, transpose_a=False, transpose_b=False, out=None):
     if K != Kb:
         raise ValueError(f"matmul: inner sizes differ, op(a) is {(M, K)} and op(b) is {(Kb, N)}")
     c = cuda.device_array((M, N), dtype=np.float32) if out is None else out
-    blocks = (blocks_for(N, TILE), blocks_for(M, TILE))
-    matmul_kernel[blocks, (TILE, TILE)](a_d, b_d, c, transpose_a, transpose_b)
+    S, k_split = _k_splits(M, N, K)
+    parts = c.reshape(1, M, N) if S == 1 else cuda.device_array((S, M, N), dtype=np.float32)
+    blocks = (blocks_for(N, TILE), blocks_for(M, TILE), S)
+    matmul_kernel[blocks, (TILE, TILE)](a_d, b_d, parts, transpose_a, transpose_b, k_split)
+    if S > 1:
+        sum_splits_kernel[launch_1d(M * N)](parts, c)
     return to_host(c, host)
 
 
