@@ -12,6 +12,7 @@ conv, ...), so a neighbour loading the machine for a moment hurts all columns al
 """
 
 import argparse
+import os
 import platform
 import time
 
@@ -33,8 +34,14 @@ def machine():
                     break
     except OSError:
         pass
-    import os
     return f"{name}, {os.cpu_count()} cores"
+
+
+def load_note():
+    """The 1-minute load average and thread settings: a loaded machine makes every figure low."""
+    threads = ", ".join(f"{k}={os.environ[k]}" for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "NUMBA_NUM_THREADS")
+                        if k in os.environ)
+    return f"load average {os.getloadavg()[0]:.1f}" + (f", {threads}" if threads else "")
 
 
 def best_times(functions, reps):
@@ -128,8 +135,9 @@ def main(argv):
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--reps", type=int, default=5, help="interleaved repetitions; the minimum is kept")
     args = parser.parse_args(argv)
-    print(f"machine: {machine()}, numpy {np.__version__}\n")
+    print(f"machine: {machine()}, numpy {np.__version__}; {load_note()}\n")
     bench_conv(args.batch, args.reps)
     bench_pool(args.batch, args.reps)
     # (a training helper adds the peak memory of one tiny-voc training step here)
+    print(f"\nat the end: {load_note()}")
     return 0
