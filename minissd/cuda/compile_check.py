@@ -56,6 +56,7 @@ def signatures():
         (conv, "sum_splits_kernel", (a(f4, 3), a(f4, 2))),
         (conv, "sum_splits_kernel", (a(f4, 3), a(f4, 2, "A"))),
         (conv, "add_kernel", (a(f4, 1), a(f4, 1))),
+        (conv, "fill_kernel", (a(f4, 1), f4)),
         (conv, "w_mat_kernel", (a(f4, 4), a(f4, 2))),
         (conv, "w_grad_kernel", (a(f4, 2), a(f4, 4))),
         (conv, "add_bias_kernel", (a(f4, 2), a(f4, 1))),
