@@ -60,7 +60,6 @@ def signatures():
         (conv, "w_mat_kernel", (a(f4, 4), a(f4, 2))),
         (conv, "w_grad_kernel", (a(f4, 2), a(f4, 4))),
         (conv, "add_bias_kernel", (a(f4, 2), a(f4, 1))),
-        (conv, "column_sums_kernel", (a(f4, 2), a(f4, 1))),
     ]
 
 

@@ -373,21 +373,6 @@ def add_bias_kernel(y, bias):
         y[r, o] += bias[o]
 
 
-@cuda.jit
-def column_sums_kernel(rows, out):
-    """out[o] += sum over r of rows[r, o]: one thread per column (the bias gradient).
-
-    Neighbouring threads read neighbouring entries of each row (coalesced). There are only
-    C_out threads, each streaming down its column: good enough next to the matmuls.
-    """
-    o = cuda.grid(1)
-    if o < rows.shape[1]:
-        total = np.float32(0.0)
-        for r in range(rows.shape[0]):
-            total += rows[r, o]
-        out[o] += total
-
-
 class Conv2dGPU:
     """``nn.Conv2d``'s forward and backward on the GPU, on device copies of a layer's parameters.
 
@@ -428,8 +413,11 @@ class Conv2dGPU:
         grad_w, grad_x_pad = conv2d_backward(self._x_pad, self.w_mat, grad_y, (Ho, Wo), self.k,
                                              self.s, self.d, self.needs_input_grad)
         w_grad_kernel[launch_1d(self.weight.size)](grad_w, self.weight_grad)
-        if self.bias is not None:
-            column_sums_kernel[launch_1d(C_out)](grad_y, self.bias_grad)
+        if self.bias is not None:  # db = the column sums of dY = a row of ones @ dY (split-K spreads it)
+            ones = cuda.device_array((1, grad_y.shape[0]), dtype=np.float32)
+            fill_kernel[launch_1d(ones.size)](ones.reshape(ones.size), np.float32(1.0))
+            db = matmul(ones, grad_y)  # (1, C_out)
+            add_kernel[launch_1d(C_out)](self.bias_grad, db.reshape(C_out))
         if grad_x_pad is None:
             return None
         H, W = self._in_hw
