@@ -216,7 +216,8 @@ def _cpu_name():
             for line in f:
                 if line.startswith("model name"):
                     import os
-                    return f"{line.split(':', 1)[1].strip()}, {os.cpu_count()} cores"
+                    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+                    return f"{line.split(':', 1)[1].strip()}, {cores} cores usable"
     except OSError:
         pass
     return "unknown CPU"
