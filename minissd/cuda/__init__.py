@@ -8,7 +8,9 @@ Each module here has the same name as its CPU twin and the same public functions
 - ``minissd.cuda.nms``       nms, detect                    (twin of ``minissd.nms``)
 - ``minissd.cuda.conv``      Conv2dGPU, matmul, im2col-style gathers (twin of ``nn.Conv2d``)
 
-docs/cuda.md maps every kernel to its CPU twin and explains where the algorithm differs.
+and two helpers: ``minissd.cuda.select`` (a block of threads selecting the k largest values:
+the GPU's ``np.partition``) and ``minissd.cuda.compile_check`` (every kernel compiled to PTX
+without a GPU). docs/cuda.md maps every kernel to its CPU twin and explains where the algorithm differs.
 
 This file is the only place in minissd that imports ``numba.cuda``, and it does so lazily:
 ``import minissd`` and ``import minissd.cuda`` work on any machine. ``require()`` returns the
