@@ -10,7 +10,8 @@ Each module here has the same name as its CPU twin and the same public functions
 
 and two helpers: ``minissd.cuda.select`` (a block of threads selecting the k largest values:
 the GPU's ``np.partition``) and ``minissd.cuda.compile_check`` (every kernel compiled to PTX
-without a GPU). docs/cuda.md maps every kernel to its CPU twin and explains where the algorithm differs.
+without a GPU). docs/cuda.md maps every kernel to its CPU twin and explains where the
+algorithm differs.
 
 This file is the only place in minissd that imports ``numba.cuda``, and it does so lazily:
 ``import minissd`` and ``import minissd.cuda`` work on any machine. ``require()`` returns the
