@@ -28,7 +28,8 @@ def signatures():
     def a(dtype, ndim, layout="C"):
         return T.Array(dtype, ndim, layout)
 
-    boxes, matching, loss, nms, conv = (f"minissd.cuda.{m}" for m in ("boxes", "matching", "loss", "nms", "conv"))
+    boxes, matching, loss, nms, conv = (f"minissd.cuda.{m}" for m in
+                                        ("boxes", "matching", "loss", "nms", "conv"))
     return [
         (boxes, "iou_kernel", (a(f4, 2), a(f4, 2), a(f4, 2))),
         (boxes, "iou_kernel", (a(f8, 2), a(f8, 2), a(f8, 2))),

@@ -86,6 +86,7 @@ def hard_negative_mining(bg_loss, conf_t, neg_pos_ratio=3):
         return to_host(cuda.device_array((0, P), dtype=np.bool_), host)
     keys = cuda.device_array((B, P), dtype=np.uint32)
     mask = cuda.device_array((B, P), dtype=np.bool_)
-    hard_negative_mining_kernel[B, select.SELECT_THREADS](to_device(bg_loss, np.float32), to_device(conf_t, np.int64),
-                                                  float(neg_pos_ratio), keys, mask)  # a block per image
+    bg_loss, conf_t = to_device(bg_loss, np.float32), to_device(conf_t, np.int64)
+    hard_negative_mining_kernel[B, select.SELECT_THREADS](bg_loss, conf_t, float(neg_pos_ratio),
+                                                          keys, mask)  # a block per image
     return to_host(mask, host)

@@ -57,8 +57,9 @@ def nms_kernel(boxes, image, order, count, iou_threshold, suppressed):
             i = order[q, a]
             for b in range(a + 1 + cuda.threadIdx.x, N, cuda.blockDim.x):
                 j = order[q, b]
-                if not suppressed[q, b] and _box_iou_gpu(boxes[m, i, 0], boxes[m, i, 1], boxes[m, i, 2], boxes[m, i, 3],
-                                                         boxes[m, j, 0], boxes[m, j, 1], boxes[m, j, 2], boxes[m, j, 3]) > iou_threshold:
+                if not suppressed[q, b] and _box_iou_gpu(
+                        boxes[m, i, 0], boxes[m, i, 1], boxes[m, i, 2], boxes[m, i, 3],
+                        boxes[m, j, 0], boxes[m, j, 1], boxes[m, j, 2], boxes[m, j, 3]) > iou_threshold:
                     suppressed[q, b] = True
         cuda.syncthreads()  # outside the if: every thread of the block must reach it
 
@@ -197,7 +198,8 @@ def detect(loc, conf, priors, conf_threshold=0.01, nms_threshold=0.45, top_k=200
     if not any(is_device_array(a) for a in (loc, conf, priors)):
         loc, conf = np.asarray(loc), np.asarray(conf)
         if conf.ndim != 3 or conf.shape[2] < 2 or loc.shape != conf.shape[:2] + (4,):
-            raise ValueError(f"detect: expected loc (B, P, 4) and conf (B, P, C+1), got {loc.shape} and {conf.shape}")
+            raise ValueError(f"detect: expected loc (B, P, 4) and conf (B, P, C+1), "
+                             f"got {loc.shape} and {conf.shape}")
         if not (np.all(np.isfinite(loc)) and np.all(np.isfinite(conf))):
             raise ValueError("loc or conf: contains NaN or inf")
         priors = cpu_boxes._check_priors(priors)
@@ -220,8 +222,9 @@ def detect(loc, conf, priors, conf_threshold=0.01, nms_threshold=0.45, top_k=200
     Q = B * C  # one problem per (image, class)
     order = cuda.device_array((Q, L), dtype=np.int64)
     count = cuda.device_array(Q, dtype=np.int64)
-    candidates_kernel[Q, select.SELECT_THREADS](scores, np.float32(conf_threshold), cuda.device_array((Q, P), np.uint32),
-                                                cuda.device_array((Q, L), np.int64), order, count)  # a block per problem
+    keys, packed = cuda.device_array((Q, P), np.uint32), cuda.device_array((Q, L), np.int64)  # scratch
+    candidates_kernel[Q, select.SELECT_THREADS](scores, np.float32(conf_threshold), keys, packed,
+                                                order, count)  # a block per problem
     image = cuda.to_device(np.repeat(np.arange(B, dtype=np.int64), C))  # (Q,) image of each problem
     suppressed = cuda.device_array((Q, L), dtype=np.bool_)
     nms_kernel[Q, NMS_THREADS](boxes, image, order, count, float(nms_threshold), suppressed)
@@ -230,9 +233,9 @@ def detect(loc, conf, priors, conf_threshold=0.01, nms_threshold=0.45, top_k=200
     out_labels = cuda.device_array((B, top_k), dtype=np.int64)
     out_scores = cuda.device_array((B, top_k), dtype=np.float32)
     out_count = cuda.device_array(B, dtype=np.int64)
-    top_k_kernel[B, select.SELECT_THREADS](boxes, scores, order, count, suppressed,
-                                           cuda.device_array((B, C * L), np.uint32),
-                                           cuda.device_array((B, top_k), np.int64), cuda.device_array((B, top_k), np.int64),
+    keys, packed, picks = (cuda.device_array((B, C * L), np.uint32), cuda.device_array((B, top_k), np.int64),
+                           cuda.device_array((B, top_k), np.int64))  # scratch
+    top_k_kernel[B, select.SELECT_THREADS](boxes, scores, order, count, suppressed, keys, packed, picks,
                                            out_boxes, out_labels, out_scores, out_count)  # a block per image
     n = out_count.copy_to_host()
     bx, lb, sc = out_boxes.copy_to_host(), out_labels.copy_to_host(), out_scores.copy_to_host()
