@@ -1,38 +1,30 @@
 """Wrong convolution backward passes (replacements for minissd.nn.conv.conv2d_backward).
 
-The reference walks the k*k taps of the kernel: tap t = (u, v) reads the input rows
-``s*m + off_t`` for output row m, with ``off_t = (u*Wg + v)*d`` (see minissd/nn/conv.py).
-Each wrong answer below is that loop (in one chunk) with one of the two factors forgotten.
+The reference reads, for output row m, the input rows ``s*m + off_t`` of each kernel tap
+t = (u, v), with ``off_t = (u*Wg + v)*d`` (``ConvGeometry`` in minissd/nn/conv.py). Each wrong
+answer runs the reference backward with one of the two factors forgotten in that geometry,
+as a student's loop that forgets it would: the forward pass stays right, so only the
+gradients are wrong.
 """
 
+import copy
 import math
 
-import numpy as np
+from minissd.nn import conv
+
+_conv2d_backward = conv.conv2d_backward  # the reference, kept before the swap replaces it
 
 
-def _taps_backward(X, W_taps, dY, geo, needs_input_grad, rows_of_tap):
-    """The reference's loop over taps, reading tap t's input rows from ``rows_of_tap(t, m)``."""
-    m = geo.rows_used
-    g = dY[:m]  # (m, C_out)
-    dW = np.zeros_like(W_taps)
-    dX = np.zeros_like(X) if needs_input_grad else None
-    for t in range(len(W_taps)):
-        rows = rows_of_tap(t, m)
-        dW[t] += X[rows].T @ g
-        if needs_input_grad:
-            dX[rows] += g @ W_taps[t].T
-    return dW, dX
-
-
-def conv_backward_ignoring_stride(X, W_taps, dY, geo, needs_input_grad=True):
+def conv_backward_ignoring_stride(X, w_mat, dY, geo, needs_input_grad=True):
     """Reads rows ``m + off_t``: the stride is forgotten."""
-    return _taps_backward(X, W_taps, dY, geo, needs_input_grad,
-                          lambda t, m: slice(geo.offsets[t], geo.offsets[t] + m))
+    wrong = copy.copy(geo)
+    wrong.s = 1
+    return _conv2d_backward(X, w_mat, dY, wrong, needs_input_grad)
 
 
-def conv_backward_ignoring_dilation(X, W_taps, dY, geo, needs_input_grad=True):
-    """Uses the offsets ``u*Wg + v`` of an undilated kernel."""
-    k = math.isqrt(len(W_taps))
-    offsets = [u * geo.Wg + v for u in range(k) for v in range(k)]  # the mistake: no * d
-    return _taps_backward(X, W_taps, dY, geo, needs_input_grad,
-                          lambda t, m: slice(offsets[t], offsets[t] + geo.s * m, geo.s))
+def conv_backward_ignoring_dilation(X, w_mat, dY, geo, needs_input_grad=True):
+    """Uses the tap offsets ``u*Wg + v`` of an undilated kernel."""
+    k = math.isqrt(len(geo.offsets))
+    wrong = copy.copy(geo)
+    wrong.offsets = [u * geo.Wg + v for u in range(k) for v in range(k)]  # no * d
+    return _conv2d_backward(X, w_mat, dY, wrong, needs_input_grad)
