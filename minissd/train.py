@@ -37,7 +37,7 @@ from .evaluate import evaluate_detections
 from .loss import multibox_loss
 from .matching import match_batch
 from .model import build_model
-from .nn import SGD, Cosine, LinearWarmup, MultiStep
+from .nn import SGD, Adam, Cosine, LinearWarmup, MultiStep
 
 
 @dataclass
@@ -51,14 +51,16 @@ class TrainConfig:
     train_split: str = "train"
     val_split: str = "val"
     workers: int = 1         # background threads preparing batches (0: in the training thread)
+    max_expand: float = 4.0  # zoom-out augmentation: canvas up to this many times the image side
     # ---- model -----------------------------------------------------------------------------
     model: str = "tiny"      # "tiny" (tiny-voc) or "ssd300" (the paper's VGG16 SSD300)
     # ---- optimisation (SSD: SGD, momentum 0.9, weight decay 5e-4, batch 32) -----------------
     iters: int = 3000        # training iterations (batches); --epochs overrides when > 0
     epochs: float = 0.0      # if > 0: iters = epochs * len(train set) / batch_size
     batch_size: int = 32     # the paper's batch size
+    optimizer: str = "sgd"   # "sgd" (the paper's) or "adam"
     lr: float = 0.05         # peak learning rate (BatchNorm allows far more than the paper's 1e-3)
-    momentum: float = 0.9    # the paper's
+    momentum: float = 0.9    # the paper's (Adam: its beta1)
     weight_decay: float = 5e-4  # the paper's
     warmup_iters: int = 100  # linear warm-up from lr/3, as lufficc/SSD does
     schedule: str = "cosine" # "cosine" to 0 at the end, or "step" (the paper's: x0.1 at milestones)
@@ -97,7 +99,7 @@ def parse_args(argv=None):
             parser.add_argument(flag, action="store_true", help=f"(default: {f.default})")
         else:
             choices = {"device": ("cpu", "cuda"), "schedule": ("cosine", "step"),
-                       "model": ("tiny", "ssd300")}.get(f.name)
+                       "model": ("tiny", "ssd300"), "optimizer": ("sgd", "adam")}.get(f.name)
             parser.add_argument(flag, type=type(f.default), choices=choices, help=f"(default: {f.default})")
     given = vars(parser.parse_args(argv))
     if given.get("voc_root") and given.get("tiny_voc"):
@@ -207,7 +209,10 @@ def main(argv=None):
     priors, size = model.priors, model.config.input_size  # (P, 4) centre form; input side
     iters = cfg.iters if cfg.epochs <= 0 else max(1, round(cfg.epochs * len(train_set) / cfg.batch_size))
     params = list(model.parameters())
-    optimizer = SGD(params, cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adam":
+        optimizer = Adam(params, cfg.lr, betas=(cfg.momentum, 0.999), weight_decay=cfg.weight_decay)
+    else:
+        optimizer = SGD(params, cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     lr_at = learning_rate_schedule(cfg, iters)
     rng = np.random.default_rng(cfg.seed)  # augmentation's randomness, checkpointed
     history = {"iteration": [], "loss_l": [], "loss_c": [], "lr": [], "eval_iteration": [], "mAP": []}
@@ -217,7 +222,8 @@ def main(argv=None):
         start, history = meta["iteration"], meta["extra"]["history"]
         print(f"resumed from {ckpt_path} at iteration {start}")
     loader = DataLoader(train_set, batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed,
-                        transform=train_transform(size, model.config.mean, model.config.std),
+                        transform=train_transform(size, model.config.mean, model.config.std,
+                                                  max_expand=cfg.max_expand),
                         num_workers=cfg.workers, drop_last=True)
     batches = endless(loader, start)
 
