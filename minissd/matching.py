@@ -84,6 +84,8 @@ def _check_gt(gt_boxes, gt_labels, num_classes, where=""):
 def _check_gt_batch(gt_boxes_list, gt_labels_list, num_classes):
     """Check a whole batch at once (one pass over the concatenated boxes: checking 32 images
     one by one costs more than matching them); on failure, find the image to name."""
+    if len(gt_boxes_list) == 0:
+        return []  # an empty batch matches to empty (0, P, 4) / (0, P) targets
     boxes = [np.asarray(b) for b in gt_boxes_list]
     boxes = [b.reshape(0, 4) if b.size == 0 else b for b in boxes]  # [] = no objects
     labels = [np.asarray(l) for l in gt_labels_list]

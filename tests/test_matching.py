@@ -139,3 +139,8 @@ def test_wrong_matching_is_caught(monkeypatch, wrong):
     with pytest.raises(AssertionError):
         test_worked_example_best_prior_below_threshold_is_still_positive()
         test_threshold_is_inclusive_and_configurable()
+
+
+def test_match_batch_of_no_images_gives_empty_targets():
+    loc_t, conf_t = match_batch([], [], default_boxes(SSD300_VOC))
+    assert loc_t.shape == (0, 8732, 4) and conf_t.shape == (0, 8732)
