@@ -51,15 +51,15 @@ class TrainConfig:
     train_split: str = "train"
     val_split: str = "val"
     workers: int = 1         # background threads preparing batches (0: in the training thread)
-    max_expand: float = 4.0  # zoom-out augmentation: canvas up to this many times the image side
+    max_expand: float = 2.0  # zoom-out: canvas up to this many times the image (paper: 4, at 300 px)
     # ---- model -----------------------------------------------------------------------------
     model: str = "tiny"      # "tiny" (tiny-voc) or "ssd300" (the paper's VGG16 SSD300)
     # ---- optimisation (SSD: SGD, momentum 0.9, weight decay 5e-4, batch 32) -----------------
-    iters: int = 3000        # training iterations (batches); --epochs overrides when > 0
+    iters: int = 1500        # training iterations (batches); --epochs overrides when > 0
     epochs: float = 0.0      # if > 0: iters = epochs * len(train set) / batch_size
     batch_size: int = 32     # the paper's batch size
     optimizer: str = "sgd"   # "sgd" (the paper's) or "adam"
-    lr: float = 0.05         # peak learning rate (BatchNorm allows far more than the paper's 1e-3)
+    lr: float = 0.02         # peak learning rate (BatchNorm allows 20x the paper's 1e-3)
     momentum: float = 0.9    # the paper's (Adam: its beta1)
     weight_decay: float = 5e-4  # the paper's
     warmup_iters: int = 100  # linear warm-up from lr/3, as lufficc/SSD does
@@ -85,8 +85,8 @@ class TrainConfig:
 # 80k and 100k (the paper's VOC07+12 schedule). Without BatchNorm and from scratch (no ImageNet
 # VGG16 here), expect to need the warm-up.
 VOC_RECIPE = dict(model="ssd300", iters=120_000, lr=1e-3, schedule="step",
-                  milestones="80000,100000", warmup_iters=500, eval_every=5000, eval_images=500,
-                  out="runs/voc")
+                  milestones="80000,100000", warmup_iters=500, max_expand=4.0, eval_every=5000,
+                  eval_images=500, out="runs/voc")
 
 
 def parse_args(argv=None):

@@ -93,8 +93,8 @@ SSD300_CONFIG = SSDConfig(name="ssd300", tables=SSD300_TABLES, priors=SSD300_VOC
 # skips the costly full-resolution layer. docs/ch06-network.md has the reasoning (receptive
 # field of each map against its box sizes) and the costs.
 TINY_TABLES = (
-    # 128 -> 64 -> 32 -> 16: source 1, 16x16x128 (stride 8)
-    (("conv", 16, 3, 2, 1, 1), 32, "M", 64, 64, "M", 128, 128),
+    # 128 -> 64 -> 32 (two stride-2 convs) -> 16: source 1, 16x16x128 (stride 8)
+    (("conv", 16, 3, 2, 1, 1), ("conv", 32, 3, 2, 1, 1), 64, 64, "M", 128, 128),
     # 16 -> 8: source 2, 8x8x128 (stride 16)
     ("M", 128, 128),
     # 8 -> 4 -> 2 -> 1: sources 3-5, the extra layers (1x1 bottleneck, then 3x3 stride 2)
