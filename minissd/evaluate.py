@@ -227,7 +227,7 @@ def recall_by_size(detections, ground_truths, iou_threshold=0.5, bins=SIZE_BINS,
 #                            [--save-detections F.json]
 # Runs a trained checkpoint over a split and prints the per-class AP table, both metrics.
 
-def _format_ap_table(class_names, ap07, ap_area, counts):
+def format_ap_table(class_names, ap07, ap_area, counts):
     """Per-class AP as a text table (11-point and area), with the mean on the last line."""
     lines = [f"{'class':>14s} {'objects':>8s} {'AP (07, 11-pt)':>15s} {'AP (area)':>10s}"]
     for name, a, b, n in zip(class_names, ap07, ap_area, counts):
@@ -265,7 +265,7 @@ def main(argv=None):
     result07 = evaluate_detections(detections, ground_truths, class_names=classes)
     result_area = evaluate_detections(detections, ground_truths, class_names=classes, use_07_metric=False)
     print(f"{args.checkpoint} on {root} ({args.split}, {len(dataset)} images), IoU 0.5, difficult ignored:")
-    print(_format_ap_table(classes, result07["ap"], result_area["ap"], result07["num_objects"]))
+    print(format_ap_table(classes, result07["ap"], result_area["ap"], result07["num_objects"]))
     sizes = recall_by_size(detections, ground_truths)
     print("recall by object size: " + ", ".join(
         f"{name} {r['recall']:.3f} ({r['found']}/{r['total']})" for name, r in sizes.items()))

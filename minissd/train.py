@@ -33,7 +33,7 @@ from .data import VOCDataset, make_tiny_voc, tiny_voc_path
 from .data.augment import eval_transform, train_transform
 from .data.loader import DataLoader
 from .detect import predict_dataset
-from .evaluate import evaluate_detections
+from .evaluate import evaluate_detections, format_ap_table
 from .loss import multibox_loss
 from .matching import match_batch
 from .model import build_model
@@ -335,9 +335,8 @@ def main(argv=None):
         json.dump(metrics, f, indent=1)
     save_pictures(cfg.out, history, model, val_set, detections)
 
-    print(f"\nval mAP (VOC07 11-point, IoU 0.5): {result['mAP']:.4f}")
-    for name, ap in zip(val_set.classes, result["ap"]):
-        print(f"  {name:>12s}  {ap:.4f}")
+    print(f"\nval mAP (VOC07 11-point, IoU 0.5, {len(val_set)} images): {result['mAP']:.4f}")
+    print(format_ap_table(val_set.classes, result["ap"], result["ap_area"], result["num_objects"]))
     print("where the time went: " + ", ".join(f"{k} {v:.0f} s" for k, v in profile.items())
           + f"; {metrics['images_per_second']:.1f} images/s; wall {metrics['wall_seconds']:.0f} s")
     print(f"wrote {cfg.out}/: checkpoint.npz, metrics.json, curves.png, detections.png")
