@@ -198,7 +198,11 @@ def main(argv=None):
     cfg = parse_args(argv)
     if cfg.device == "cuda":
         from . import cuda
-        cuda.require()  # a clear error without a GPU; the GPU training path is integrated later
+        try:
+            cuda.require()  # a clear error without a GPU; the GPU training path is integrated later
+        except RuntimeError as err:
+            print(f"--device cuda: {err}", file=sys.stderr)
+            return 2
     os.makedirs(cfg.out, exist_ok=True)
     ckpt_path = os.path.join(cfg.out, "checkpoint.npz")
     t_start = time.perf_counter()
