@@ -37,14 +37,20 @@ kernel) to memory and reads it back: on 32-64 channels that costs more than the 
    outputs (i < Ho, j < Wo); the extra rows are computed and dropped (dY is zero there, so
    they add nothing in backward). For a 3x3 conv with padding 1 that is (H+2)(W+2)/(HW) - 1:
    6% at 64x64, 56% at 8x8; about s times the work for a stride s (a few small layers).
-The layout change NCHW <-> channels-last happens once per call, in parallel Numba loops.
+The layout change NCHW <-> channels-last happens once per call, and the bias is added
+during the change back (one pass over the output instead of two).
+5. Threads: the batch is cut into pieces of a few images (``threads.split_batch``), each
+   piece a whole convolution of its own (grid, chunks, products, layout change back), and
+   the pieces are shared out among worker threads (``threads.run_pieces``; threads.py says
+   why this beats letting BLAS and Numba thread themselves). Backward sums the pieces' dW.
 """
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from . import init
 from .module import Module, Parameter
+from .threads import run_pieces, split_batch
 
 CHUNK_BYTES = 2 << 20  # bytes of one chunk of cols: about the L2 cache of a core
 
@@ -55,30 +61,33 @@ def conv_output_size(size, kernel_size, stride, padding, dilation):
 
 
 # ---- layout changes at the boundary (NCHW <-> channels-last grid) --------------------------
+# Every Numba kernel here is single-threaded and releases the GIL (nogil): the threads of
+# threads.run_pieces run them side by side, one piece of the batch each.
 
-@njit(parallel=True, cache=True)
+@njit(nogil=True, cache=True)
 def to_grid(x, top, left, Hg, Wg):
     """(N, C, H, W) -> (N, Hg, Wg, C): x placed at (top, left), zeros around it."""
     N, C, H, W = x.shape
     out = np.zeros((N, Hg, Wg, C), dtype=x.dtype)
-    for nh in prange(N * H):
-        n, h = nh // H, nh % H
-        for w in range(W):
-            for c in range(C):
-                out[n, h + top, w + left, c] = x[n, c, h, w]
+    for n in range(N):
+        for h in range(H):
+            for w in range(W):
+                for c in range(C):
+                    out[n, h + top, w + left, c] = x[n, c, h, w]
     return out
 
 
-@njit(parallel=True, cache=True)
-def from_grid(grid, top, left, H, W):
-    """(N, Hg, Wg, C) -> (N, C, H, W): the block at (top, left), channels first."""
-    N, C = grid.shape[0], grid.shape[3]
-    out = np.empty((N, C, H, W), dtype=grid.dtype)
-    for nc in prange(N * C):
-        n, c = nc // C, nc % C
-        for h in range(H):
-            for w in range(W):
-                out[n, c, h, w] = grid[n, h + top, w + left, c]
+@njit(nogil=True, cache=True)
+def from_grid(grid, top, left, bias, out):
+    """out (N, C, H, W) = the block of grid (N, Hg, Wg, C) at (top, left), channels first,
+    plus bias (C,) (pass zeros for none)."""
+    N, C, H, W = out.shape
+    for n in range(N):
+        for c in range(C):
+            b = bias[c]
+            for h in range(H):
+                for w in range(W):
+                    out[n, c, h, w] = grid[n, h + top, w + left, c] + b
     return out
 
 
@@ -87,12 +96,12 @@ def _round_up(v, s):
 
 
 def _chunk_rows(row_width, itemsize):
-    """Output rows per chunk: about CHUNK_BYTES of cols, within [512, 8192].
+    """Output rows per chunk: about CHUNK_BYTES of cols, within [256, 8192].
 
-    Small enough to stay in cache between the copy and the product, large enough that each
-    BLAS call has work for both cores (a call costs microseconds of thread start-up).
+    Small enough to stay in cache between the copy and the product, large enough that the
+    product runs at BLAS speed.
     """
-    return int(min(8192, max(512, CHUNK_BYTES // (row_width * itemsize))))
+    return int(min(8192, max(256, CHUNK_BYTES // (row_width * itemsize))))
 
 
 class ConvGeometry:
@@ -112,18 +121,38 @@ class ConvGeometry:
         self.rows_used = ((N - 1) * (self.Hg // s) + self.Ho - 1) * self.Wg + self.Wo
         self.offsets = [(u * self.Wg + v) * d for u in range(k) for v in range(k)]
 
-    def tap_rows(self, t, m0, m1):
-        """The slice of grid rows that tap t reads for output rows m0..m1-1."""
-        start = self.offsets[t] + self.s * m0
-        return slice(start, start + self.s * (m1 - m0), self.s)
 
+@njit(nogil=True, cache=True)
+def gather_cols(X, offsets, s, m0, m1, cols):
+    """cols[r, t*C_in + c] = X[s*(m0 + r) + offsets[t], c]: the windows of output rows m0..m1-1.
 
-def gather_cols(X, geo, m0, m1, cols):
-    """cols[:m1-m0] = the windows of output rows m0..m1-1: tap t's view in columns t*C_in..."""
+    The plain loop of im2col on the grid: row r of cols is output m0 + r's window, tap after
+    tap, C_in channels each (contiguous in X and in cols). Returns the filled cols[:m1-m0].
+    """
     C_in = X.shape[1]
-    for t in range(len(geo.offsets)):
-        cols[:m1 - m0, t * C_in:(t + 1) * C_in] = X[geo.tap_rows(t, m0, m1)]  # (R, C_in)
+    for r in range(m1 - m0):
+        base = s * (m0 + r)
+        for t in range(offsets.shape[0]):
+            q = base + offsets[t]
+            for c in range(C_in):
+                cols[r, t * C_in + c] = X[q, c]
     return cols[:m1 - m0]
+
+
+@njit(nogil=True, cache=True)
+def scatter_cols(dcols, offsets, s, m0, dX):
+    """dX[s*(m0 + r) + offsets[t], c] += dcols[r, t*C_in + c]: the adjoint of gather_cols (col2im).
+
+    An input read by several windows receives the sum of their gradients; the loop is
+    sequential, so no two additions race.
+    """
+    C_in = dX.shape[1]
+    for r in range(dcols.shape[0]):
+        base = s * (m0 + r)
+        for t in range(offsets.shape[0]):
+            q = base + offsets[t]
+            for c in range(C_in):
+                dX[q, c] += dcols[r, t * C_in + c]
 
 
 def conv2d_forward(X, w_mat, geo):
@@ -135,10 +164,11 @@ def conv2d_forward(X, w_mat, geo):
     """
     Y = np.empty((geo.M, w_mat.shape[1]), dtype=np.result_type(X, w_mat))
     R = _chunk_rows(w_mat.shape[0], X.itemsize)
+    offsets = np.asarray(geo.offsets, dtype=np.int64)
     cols = np.empty((R, w_mat.shape[0]), dtype=X.dtype)  # one chunk of im2col, reused
     for m0 in range(0, geo.rows_used, R):
         m1 = min(m0 + R, geo.rows_used)
-        np.matmul(gather_cols(X, geo, m0, m1, cols), w_mat, out=Y[m0:m1])  # (R, kkC) @ (kkC, C_out)
+        np.matmul(gather_cols(X, offsets, geo.s, m0, m1, cols), w_mat, out=Y[m0:m1])  # (R, kkC) @ (kkC, C_out)
     return Y
 
 
@@ -149,21 +179,20 @@ def conv2d_backward(X, w_mat, dY, geo, needs_input_grad=True):
     - dY: (M, C_out) the output gradient on the output grid, ZERO outside valid outputs
     - returns (dw_mat (k*k*C_in, C_out), dX (N*Hg*Wg, C_in) or None)
     """
-    # [assignment conv_backward] Per chunk: cols as in forward; dW += cols.T @ dY; dcols = dY @ w_mat.T, each tap's columns added back onto its view of dX.
-    C_in = X.shape[1]
+    # [assignment conv_backward] Per chunk: cols as in forward; dW += cols.T @ dY; dcols = dY @ w_mat.T, scattered back onto dX (scatter_cols).
     dw_mat = np.zeros_like(w_mat)
     dX = np.zeros_like(X) if needs_input_grad else None
     R = _chunk_rows(w_mat.shape[0], X.itemsize)
+    offsets = np.asarray(geo.offsets, dtype=np.int64)
     cols = np.empty((R, w_mat.shape[0]), dtype=X.dtype)
     dcols = np.empty_like(cols)
     for m0 in range(0, geo.rows_used, R):
         m1 = min(m0 + R, geo.rows_used)
         g = dY[m0:m1]  # (R, C_out)
-        dw_mat += gather_cols(X, geo, m0, m1, cols).T @ g  # (kkC, R) @ (R, C_out)
+        dw_mat += gather_cols(X, offsets, geo.s, m0, m1, cols).T @ g  # (kkC, R) @ (R, C_out)
         if needs_input_grad:
             np.matmul(g, w_mat.T, out=dcols[:m1 - m0])  # (R, C_out) @ (C_out, kkC)
-            for t in range(len(geo.offsets)):  # col2im: the adjoint of gather_cols
-                dX[geo.tap_rows(t, m0, m1)] += dcols[:m1 - m0, t * C_in:(t + 1) * C_in]
+            scatter_cols(dcols[:m1 - m0], offsets, geo.s, m0, dX)  # col2im
     return dw_mat, dX
     # [/assignment]
 
@@ -213,34 +242,59 @@ class Conv2d(Module):
         """(C_out, C_in, k, k) -> (k*k*C_in, C_out), rows ordered (u, v, c) like cols."""
         return np.ascontiguousarray(self.weight.data.transpose(2, 3, 1, 0)).reshape(-1, self.out_channels)
 
+    def _geometry(self, n, H, W):
+        return ConvGeometry(n, H, W, self.kernel_size, self.stride, self.padding, self.dilation)
+
     def forward(self, x):
         if x.ndim != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"Conv2d({self.in_channels}, {self.out_channels}): input must be "
                              f"(N, {self.in_channels}, H, W), got shape {x.shape}")
         N, _, H, W = x.shape
-        self.output_size(H, W)  # raises if the kernel does not fit
-        geo = ConvGeometry(N, H, W, self.kernel_size, self.stride, self.padding, self.dilation)
-        p = self.padding
-        X = to_grid(np.ascontiguousarray(x), p, p, geo.Hg, geo.Wg).reshape(-1, self.in_channels)  # (N*Hg*Wg, C_in)
-        Y = conv2d_forward(X, self._w_mat(), geo)  # (M, C_out) on the output grid
-        self._X, self._geo, self._in_hw = X, geo, (H, W)  # kept for backward: cols are gathered again
-        y = from_grid(Y.reshape(N, geo.Hg // self.stride, geo.Wg, -1), 0, 0, geo.Ho, geo.Wo)  # (N, C_out, Ho, Wo)
-        if self.bias is not None:
-            y += self.bias.data[:, None, None]
+        Ho, Wo = self.output_size(H, W)  # raises if the kernel does not fit
+        x = np.ascontiguousarray(x)
+        w_mat = self._w_mat()
+        bias = self.bias.data if self.bias is not None else np.zeros(self.out_channels, w_mat.dtype)
+        y = np.empty((N, self.out_channels, Ho, Wo), dtype=np.result_type(x, w_mat))
+        p, s = self.padding, self.stride
+
+        def forward_piece(images):  # one piece of the batch, images n0..n1-1, on one thread
+            n0, n1 = images
+            geo = self._geometry(n1 - n0, H, W)
+            X = to_grid(x[n0:n1], p, p, geo.Hg, geo.Wg).reshape(-1, self.in_channels)  # (n*Hg*Wg, C_in)
+            Y = conv2d_forward(X, w_mat, geo)  # (M, C_out) on the output grid
+            from_grid(Y.reshape(n1 - n0, geo.Hg // s, geo.Wg, -1), 0, 0, bias, y[n0:n1])  # (n, C_out, Ho, Wo)
+            return X
+
+        geo = self._geometry(1, H, W)
+        self._pieces = split_batch(N, (geo.Hg // s) * geo.Wg)
+        self._Xs = run_pieces(forward_piece, self._pieces)  # kept for backward: cols are gathered again
+        self._in_hw = (H, W)
         return y
 
     def backward(self, grad_out):
-        geo, k = self._geo, self.kernel_size
+        k, p, s = self.kernel_size, self.padding, self.stride
+        H, W = self._in_hw
         N = grad_out.shape[0]
-        dY = to_grid(np.ascontiguousarray(grad_out), 0, 0, geo.Hg // self.stride, geo.Wg)  # zeros off the outputs
-        dW, dX = conv2d_backward(self._X, self._w_mat(), dY.reshape(geo.M, -1), geo, self.needs_input_grad)
+        grad_out = np.ascontiguousarray(grad_out)
+        w_mat = self._w_mat()
+        grad_in = np.empty((N, self.in_channels, H, W), grad_out.dtype) if self.needs_input_grad else None
+        no_bias = np.zeros(self.in_channels, grad_out.dtype)
+
+        def backward_piece(piece):
+            (n0, n1), X = piece
+            geo = self._geometry(n1 - n0, H, W)
+            dY = to_grid(grad_out[n0:n1], 0, 0, geo.Hg // s, geo.Wg).reshape(geo.M, -1)  # zeros off the outputs
+            dW, dX = conv2d_backward(X, w_mat, dY, geo, self.needs_input_grad)
+            if dX is not None:
+                from_grid(dX.reshape(n1 - n0, geo.Hg, geo.Wg, -1), p, p, no_bias, grad_in[n0:n1])  # (n, C_in, H, W)
+            return dW, dY.sum(axis=0)  # (kkC, C_out), (C_out,): this piece's share of dW and db
+
+        grads = run_pieces(backward_piece, zip(self._pieces, self._Xs))
+        dW = sum(g[0] for g in grads)
         self.weight.grad += dW.reshape(k, k, self.in_channels, -1).transpose(3, 2, 0, 1)  # (C_out, C_in, k, k)
         if self.bias is not None:
-            self.bias.grad += grad_out.sum(axis=(0, 2, 3))
-        if dX is None:
-            return None
-        H, W = self._in_hw
-        return from_grid(dX.reshape(N, geo.Hg, geo.Wg, -1), self.padding, self.padding, H, W)  # (N, C_in, H, W)
+            self.bias.grad += sum(g[1] for g in grads)
+        return grad_in
 
     def extra_repr(self):
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
