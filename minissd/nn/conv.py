@@ -16,33 +16,24 @@ same (u, v, c) order:
 
 and every entry of ``dcols`` is added back onto the input it was copied from (col2im).
 
-The fast path: im2col one cache-sized chunk at a time, from strided VIEWS of one
-channels-last buffer. Plain im2col writes all of ``cols`` (9 copies of the input for a 3x3
-kernel) to memory and reads it back: on 32-64 channels that costs more than the product.
-1. Store the padded input channels-last, flattened to a matrix X (N*Hg*Wg, C_in): row
-   q = (n*Hg + y)*Wg + x holds pixel (y, x) of image n, its C_in channels contiguous.
-2. Give the outputs grid coordinates too: output (n, i, j) is row m = (n*Hg/s + i)*Wg + j of
-   an output grid as wide as the input grid. Then tap t = (u, v) of output m reads input row
-       s*m + off_t,   off_t = (u*Wg + v)*d,
-   the same offset for every output (the grid's sides Hg, Wg are rounded up to multiples of
-   s with extra zeros so that this holds). So the inputs tap t reads for outputs m0..m1-1
-   are the slice X[off_t + s*m0 : off_t + s*m1 : s]: a strided view, no index arithmetic,
-   no Python loop over pixels. A chunk of cols is k*k such views copied side by side.
-3. Forward, per chunk of R output rows: cols = [X_t for each tap]; Y[chunk] = cols @ w_mat.
+The fast path: im2col one cache-sized chunk at a time, from one channels-last buffer.
+Plain im2col writes all of ``cols`` (9 copies of the input for a 3x3 kernel) to memory and
+reads it back: on 32-64 channels that costs more than the product.
+1. Store the padded input channels-last, flattened to a matrix X (N*Hp*Wp, C_in): row
+   q = (n*Hp + y)*Wp + x holds pixel (y, x) of image n, its C_in channels contiguous.
+2. Output (n, i, j) is row m = (n*Ho + i)*Wo + j of Y (N*Ho*Wo, C_out), channels-last too.
+   Its window starts at input row base(m) = (n*Hp + i*s)*Wp + j*s, and tap t = (u, v) of the
+   window is input row base(m) + off_t, off_t = (u*Wp + v)*d: the same offset for every
+   output. So row r of a chunk of cols is k*k contiguous runs of C_in values, copied by one
+   plain Numba loop (``gather_cols``).
+3. Forward, per chunk of R output rows: cols = gather_cols(...); Y[chunk] = cols @ w_mat.
    Backward, per chunk: the same cols again (nothing but X is kept), dW += cols.T @ dY[chunk],
-   dcols = dY[chunk] @ w_mat.T, and dX[view of tap t] += dcols[columns of tap t] (the adjoint
-   of the copy). The chunk (about 2 MiB) stays in the L2 cache between the copy and the
-   product, and one product per chunk gives BLAS a large matrix (inner size k*k*C_in).
-4. The price: m runs over the whole grid (n, i < Hg/s, j < Wg), not only over the valid
-   outputs (i < Ho, j < Wo); the extra rows are computed and dropped (dY is zero there, so
-   they add nothing in backward). For a 3x3 conv with padding 1 that is (H+2)(W+2)/(HW) - 1:
-   6% at 64x64, 56% at 8x8; about s times the work for a stride s (a few small layers).
-The layout change NCHW <-> channels-last happens once per call, and the bias is added
-during the change back (one pass over the output instead of two).
-5. Threads: the batch is cut into pieces of a few images (``threads.split_batch``), each
-   piece a whole convolution of its own (grid, chunks, products, layout change back), and
-   the pieces are shared out among worker threads (``threads.run_pieces``; threads.py says
-   why this beats letting BLAS and Numba thread themselves). Backward sums the pieces' dW.
+   dcols = dY[chunk] @ w_mat.T, and ``scatter_cols`` adds each entry of dcols back onto the
+   input row it was copied from (the adjoint of the copy, col2im). The chunk (about 2 MiB)
+   stays in the L2 cache between the copy and the product, and one product per chunk gives
+   BLAS a large matrix (inner size k*k*C_in).
+4. Only valid outputs are rows of Y: no work on the padding, and a stride-2 conv costs a
+   quarter of the stride-1 one, as it should.
 """
 
 import numpy as np
@@ -91,10 +82,6 @@ def from_grid(grid, top, left, bias, out):
     return out
 
 
-def _round_up(v, s):
-    return -(-v // s) * s
-
-
 def _chunk_rows(row_width, itemsize):
     """Output rows per chunk: about CHUNK_BYTES of cols, within [256, 8192].
 
@@ -105,33 +92,43 @@ def _chunk_rows(row_width, itemsize):
 
 
 class ConvGeometry:
-    """Where everything lies in the flattened channels-last grid (see the module docstring).
+    """Where everything lies in the flattened channels-last buffers (see the module docstring).
 
-    - Hg, Wg: the grid, the padded input rounded up to multiples of the stride
-    - M: rows of the output grid (N, Hg/s, Wg); rows < rows_used hold every valid output
-    - offsets: off_t = (u*Wg + v)*d for the k*k taps, in (u, v) order
+    - Hp, Wp: the padded input; X is (N*Hp*Wp, C_in)
+    - Ho, Wo: the output; Y is (M, C_out) with M = N*Ho*Wo
+    - s: the stride; offsets: off_t = (u*Wp + v)*d for the k*k taps, in (u, v) order
     """
 
     def __init__(self, N, H, W, k, s, p, d):
         self.Ho, self.Wo = conv_output_size(H, k, s, p, d), conv_output_size(W, k, s, p, d)
-        self.Hg, self.Wg = _round_up(H + 2 * p, s), _round_up(W + 2 * p, s)
+        self.Hp, self.Wp = H + 2 * p, W + 2 * p
         self.N, self.s, self.p = N, s, p
-        self.M = N * (self.Hg // s) * self.Wg
-        # the last valid output is (N-1, Ho-1, Wo-1); every row after it is never needed
-        self.rows_used = ((N - 1) * (self.Hg // s) + self.Ho - 1) * self.Wg + self.Wo
-        self.offsets = [(u * self.Wg + v) * d for u in range(k) for v in range(k)]
+        self.M = N * self.Ho * self.Wo
+        self.offsets = [(u * self.Wp + v) * d for u in range(k) for v in range(k)]
+
+    def kernel_args(self):
+        """What gather_cols / scatter_cols need to find base(m): (offsets, s, Ho, Wo, Hp, Wp)."""
+        return np.asarray(self.offsets, dtype=np.int64), self.s, self.Ho, self.Wo, self.Hp, self.Wp
 
 
 @njit(nogil=True, cache=True)
-def gather_cols(X, offsets, s, m0, m1, cols):
-    """cols[r, t*C_in + c] = X[s*(m0 + r) + offsets[t], c]: the windows of output rows m0..m1-1.
+def window_start(m, s, Ho, Wo, Hp, Wp):
+    """Input row where output row m = (n*Ho + i)*Wo + j's window starts: (n*Hp + i*s)*Wp + j*s."""
+    n, ij = m // (Ho * Wo), m % (Ho * Wo)
+    i, j = ij // Wo, ij % Wo
+    return (n * Hp + i * s) * Wp + j * s
+
+
+@njit(nogil=True, cache=True)
+def gather_cols(X, offsets, s, Ho, Wo, Hp, Wp, m0, m1, cols):
+    """cols[r, t*C_in + c] = X[window_start(m0 + r) + offsets[t], c]: output rows m0..m1-1.
 
     The plain loop of im2col on the grid: row r of cols is output m0 + r's window, tap after
     tap, C_in channels each (contiguous in X and in cols). Returns the filled cols[:m1-m0].
     """
     C_in = X.shape[1]
     for r in range(m1 - m0):
-        base = s * (m0 + r)
+        base = window_start(m0 + r, s, Ho, Wo, Hp, Wp)
         for t in range(offsets.shape[0]):
             q = base + offsets[t]
             for c in range(C_in):
@@ -140,15 +137,15 @@ def gather_cols(X, offsets, s, m0, m1, cols):
 
 
 @njit(nogil=True, cache=True)
-def scatter_cols(dcols, offsets, s, m0, dX):
-    """dX[s*(m0 + r) + offsets[t], c] += dcols[r, t*C_in + c]: the adjoint of gather_cols (col2im).
+def scatter_cols(dcols, offsets, s, Ho, Wo, Hp, Wp, m0, dX):
+    """dX[window_start(m0 + r) + offsets[t], c] += dcols[r, t*C_in + c]: gather_cols' adjoint (col2im).
 
     An input read by several windows receives the sum of their gradients; the loop is
     sequential, so no two additions race.
     """
     C_in = dX.shape[1]
     for r in range(dcols.shape[0]):
-        base = s * (m0 + r)
+        base = window_start(m0 + r, s, Ho, Wo, Hp, Wp)
         for t in range(offsets.shape[0]):
             q = base + offsets[t]
             for c in range(C_in):
@@ -158,41 +155,41 @@ def scatter_cols(dcols, offsets, s, m0, dX):
 def conv2d_forward(X, w_mat, geo):
     """Y = im2col(X) @ w_mat, one chunk of output rows at a time.
 
-    - X: (N*Hg*Wg, C_in) the flattened channels-last input grid
+    - X: (N*Hp*Wp, C_in) the flattened channels-last padded input
     - w_mat: (k*k*C_in, C_out), rows ordered (u, v, c)
-    - returns Y: (M, C_out) on the output grid; only rows of valid outputs are meaningful
+    - returns Y: (M, C_out), M = N*Ho*Wo, the output channels-last
     """
     Y = np.empty((geo.M, w_mat.shape[1]), dtype=np.result_type(X, w_mat))
     R = _chunk_rows(w_mat.shape[0], X.itemsize)
-    offsets = np.asarray(geo.offsets, dtype=np.int64)
+    args = geo.kernel_args()
     cols = np.empty((R, w_mat.shape[0]), dtype=X.dtype)  # one chunk of im2col, reused
-    for m0 in range(0, geo.rows_used, R):
-        m1 = min(m0 + R, geo.rows_used)
-        np.matmul(gather_cols(X, offsets, geo.s, m0, m1, cols), w_mat, out=Y[m0:m1])  # (R, kkC) @ (kkC, C_out)
+    for m0 in range(0, geo.M, R):
+        m1 = min(m0 + R, geo.M)
+        np.matmul(gather_cols(X, *args, m0, m1, cols), w_mat, out=Y[m0:m1])  # (R, kkC) @ (kkC, C_out)
     return Y
 
 
 def conv2d_backward(X, w_mat, dY, geo, needs_input_grad=True):
     """Gradients of conv2d_forward, chunk by chunk: the same products turned around.
 
-    - X: (N*Hg*Wg, C_in) the input grid kept by forward; w_mat: (k*k*C_in, C_out)
-    - dY: (M, C_out) the output gradient on the output grid, ZERO outside valid outputs
-    - returns (dw_mat (k*k*C_in, C_out), dX (N*Hg*Wg, C_in) or None)
+    - X: (N*Hp*Wp, C_in) the padded input kept by forward; w_mat: (k*k*C_in, C_out)
+    - dY: (M, C_out) the output gradient, channels-last
+    - returns (dw_mat (k*k*C_in, C_out), dX (N*Hp*Wp, C_in) or None)
     """
     # [assignment conv_backward] Per chunk: cols as in forward; dW += cols.T @ dY; dcols = dY @ w_mat.T, scattered back onto dX (scatter_cols).
     dw_mat = np.zeros_like(w_mat)
     dX = np.zeros_like(X) if needs_input_grad else None
     R = _chunk_rows(w_mat.shape[0], X.itemsize)
-    offsets = np.asarray(geo.offsets, dtype=np.int64)
+    args = geo.kernel_args()
     cols = np.empty((R, w_mat.shape[0]), dtype=X.dtype)
     dcols = np.empty_like(cols)
-    for m0 in range(0, geo.rows_used, R):
-        m1 = min(m0 + R, geo.rows_used)
+    for m0 in range(0, geo.M, R):
+        m1 = min(m0 + R, geo.M)
         g = dY[m0:m1]  # (R, C_out)
-        dw_mat += gather_cols(X, offsets, geo.s, m0, m1, cols).T @ g  # (kkC, R) @ (R, C_out)
+        dw_mat += gather_cols(X, *args, m0, m1, cols).T @ g  # (kkC, R) @ (R, C_out)
         if needs_input_grad:
             np.matmul(g, w_mat.T, out=dcols[:m1 - m0])  # (R, C_out) @ (C_out, kkC)
-            scatter_cols(dcols[:m1 - m0], offsets, geo.s, m0, dX)  # col2im
+            scatter_cols(dcols[:m1 - m0], *args, m0, dX)  # col2im
     return dw_mat, dX
     # [/assignment]
 
@@ -255,24 +252,23 @@ class Conv2d(Module):
         w_mat = self._w_mat()
         bias = self.bias.data if self.bias is not None else np.zeros(self.out_channels, w_mat.dtype)
         y = np.empty((N, self.out_channels, Ho, Wo), dtype=np.result_type(x, w_mat))
-        p, s = self.padding, self.stride
+        p = self.padding
 
         def forward_piece(images):  # one piece of the batch, images n0..n1-1, on one thread
             n0, n1 = images
             geo = self._geometry(n1 - n0, H, W)
-            X = to_grid(x[n0:n1], p, p, geo.Hg, geo.Wg).reshape(-1, self.in_channels)  # (n*Hg*Wg, C_in)
-            Y = conv2d_forward(X, w_mat, geo)  # (M, C_out) on the output grid
-            from_grid(Y.reshape(n1 - n0, geo.Hg // s, geo.Wg, -1), 0, 0, bias, y[n0:n1])  # (n, C_out, Ho, Wo)
+            X = to_grid(x[n0:n1], p, p, geo.Hp, geo.Wp).reshape(-1, self.in_channels)  # (n*Hp*Wp, C_in)
+            Y = conv2d_forward(X, w_mat, geo)  # (n*Ho*Wo, C_out)
+            from_grid(Y.reshape(n1 - n0, Ho, Wo, -1), 0, 0, bias, y[n0:n1])  # (n, C_out, Ho, Wo)
             return X
 
-        geo = self._geometry(1, H, W)
-        self._pieces = split_batch(N, (geo.Hg // s) * geo.Wg)
+        self._pieces = split_batch(N, Ho * Wo)
         self._Xs = run_pieces(forward_piece, self._pieces)  # kept for backward: cols are gathered again
         self._in_hw = (H, W)
         return y
 
     def backward(self, grad_out):
-        k, p, s = self.kernel_size, self.padding, self.stride
+        k, p = self.kernel_size, self.padding
         H, W = self._in_hw
         N = grad_out.shape[0]
         grad_out = np.ascontiguousarray(grad_out)
@@ -283,10 +279,10 @@ class Conv2d(Module):
         def backward_piece(piece):
             (n0, n1), X = piece
             geo = self._geometry(n1 - n0, H, W)
-            dY = to_grid(grad_out[n0:n1], 0, 0, geo.Hg // s, geo.Wg).reshape(geo.M, -1)  # zeros off the outputs
+            dY = to_grid(grad_out[n0:n1], 0, 0, geo.Ho, geo.Wo).reshape(geo.M, -1)  # (n*Ho*Wo, C_out)
             dW, dX = conv2d_backward(X, w_mat, dY, geo, self.needs_input_grad)
             if dX is not None:
-                from_grid(dX.reshape(n1 - n0, geo.Hg, geo.Wg, -1), p, p, no_bias, grad_in[n0:n1])  # (n, C_in, H, W)
+                from_grid(dX.reshape(n1 - n0, geo.Hp, geo.Wp, -1), p, p, no_bias, grad_in[n0:n1])  # (n, C_in, H, W)
             return dW, dY.sum(axis=0)  # (kkC, C_out), (C_out,): this piece's share of dW and db
 
         grads = run_pieces(backward_piece, zip(self._pieces, self._Xs))
