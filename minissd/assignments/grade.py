@@ -63,7 +63,8 @@ def run_graded_tests(root, parts, *, package="minissd", pytest_args=(), env=None
         return Run(stopped="no test file of these parts exists")
     regex = tests_regex([p for part in parts for p in part.tests])
     with tempfile.TemporaryDirectory(prefix="minissd-grade-") as tmp:
-        shutil.copy(Path(__file__).with_name("_reporter.py"), Path(tmp, "_minissd_grade_reporter.py"))
+        reporter = Path(tmp, "_minissd_grade_reporter.py")
+        shutil.copy(Path(__file__).with_name("_reporter.py"), reporter)
         records = Path(tmp, "records.jsonl")
         spec = Path(tmp, "spec.json")
         spec.write_text(json.dumps({"regex": regex, "out": str(records), "package": package}))
@@ -150,7 +151,8 @@ class Report:
         for s in self.scores:
             numbers[s.part.chapter] = numbers.get(s.part.chapter, 0) + 1
             number = f"{s.part.chapter}.{numbers[s.part.chapter]}"
-            where = [f"write it in {w}" for name in s.part.regions for w in self.where.get(name, [])]
+            where = [f"write it in {w}" for name in s.part.regions
+                     for w in self.where.get(name, [])]
             tests.append({"name": f"{number} {s.part.title} ({s.part.name})", "number": number,
                           "score": s.score, "max_score": s.max_score,
                           "status": "passed" if s.score == s.max_score else "failed",

@@ -59,8 +59,8 @@ def _tests(file, *names):
 PARTS = (
     # -- 1. boxes -----------------------------------------------------------------------------
     Part("iou", 1, "IoU matrix of two sets of boxes", 8, ("iou",), _tests(
-        "test_boxes.py", "test_iou_known_boxes", "test_iou_matches_naive_and_is_symmetric_in_unit_range",
-        "test_iou_empty_and_degenerate")),
+        "test_boxes.py", "test_iou_known_boxes",
+        "test_iou_matches_naive_and_is_symmetric_in_unit_range", "test_iou_empty_and_degenerate")),
     Part("encode_decode", 1, "encode and decode against default boxes", 8, ("encode", "decode"),
          _tests("test_boxes.py", "test_encode_worked_example",
                 "test_encode_decode_round_trip_and_naive")),
@@ -74,7 +74,8 @@ PARTS = (
     # -- 3. matching --------------------------------------------------------------------------
     Part("match", 3, "matching ground truths to default boxes", 10, ("match",), _tests(
         "test_matching.py", "test_worked_example_best_prior_below_threshold_is_still_positive",
-        "test_threshold_is_inclusive_and_configurable", "test_forced_prior_overrides_a_better_object",
+        "test_threshold_is_inclusive_and_configurable",
+        "test_forced_prior_overrides_a_better_object",
         "test_matches_naive_on_random_images", "test_batch_equals_one_image_at_a_time")),
     # -- 4. loss ------------------------------------------------------------------------------
     Part("hard_negative_mining", 4, "hard negative mining at 3:1", 8, ("hard_negative_mining",),

@@ -76,10 +76,12 @@ def score_parts(parts, outcomes: dict, collection_errors: dict | None = None) ->
             if outcome == "passed":
                 s.passed += 1
             else:
-                failures.append(f"{outcome.upper()} {node_id}" + (f": {message}" if message else ""))
+                failures.append(f"{outcome.upper()} {node_id}"
+                                + (f": {message}" if message else ""))
         if s.run and not broken:
             s.score = round(part.points * s.passed / s.run, 2)
-        s.lines.append(f"{s.passed} of {s.run} tests passed" if s.run else "no test of this part ran")
+        s.lines.append(f"{s.passed} of {s.run} tests passed" if s.run
+                       else "no test of this part ran")
         s.lines += failures
         scores.append(s)
     return scores

@@ -52,7 +52,8 @@ def source_version(root: Path) -> str:
     try:
         run = lambda *a: subprocess.run(["git", *a], cwd=root, capture_output=True,  # noqa: E731
                                         text=True, check=True).stdout.strip()
-        return run("rev-parse", "--short", "HEAD") + ("+dirty" if run("status", "--porcelain") else "")
+        dirty = "+dirty" if run("status", "--porcelain") else ""
+        return run("rev-parse", "--short", "HEAD") + dirty
     except (OSError, subprocess.CalledProcessError):
         return "unknown (not a git checkout)"
 
@@ -92,7 +93,8 @@ def make_student_copy(source: Path, out: Path, parts, chapters, only=None) -> li
         (tmp / "README.md").write_text(student_readme(blanked, parts, chapters, readme),
                                        encoding="utf-8")
         meta = {"source": source_version(source),
-                "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                "created": datetime.datetime.now(datetime.timezone.utc).isoformat(
+                    timespec="seconds"),
                 "regions": [{"name": r.name, "file": r.path, "line": r.start, "hint": r.hint}
                             for r in blanked],
                 "parts": [p.name for p in parts]}
