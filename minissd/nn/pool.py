@@ -1,12 +1,14 @@
 """MaxPool2d: the largest value of each window; backward routes the gradient to that value.
 
 Forward records, for every output, the flat index ``y * W + x`` of the input that won
-(its argmax); backward adds each output gradient into that one input. Both are Numba loops,
-parallel over the (image, channel) planes, which are independent.
+(its argmax); backward adds each output gradient into that one input. Both are plain
+single-threaded Numba loops over the (image, channel) planes: a pooling layer reads each value
+once, a few milliseconds at batch 32, less than handing pieces to threads would save
+(threads.py says why minissd.nn uses no ``prange``).
 """
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from .module import Module
 
@@ -27,13 +29,13 @@ def pool_output_size(size, kernel_size, stride, padding, ceil_mode):
     return out
 
 
-@njit(parallel=True, cache=True)
+@njit(nogil=True, cache=True)
 def _maxpool_forward(x, k, s, p, Ho, Wo):
     """Max over each k x k window of every plane; returns (out, argmax flat index y*W+x)."""
     N, C, H, W = x.shape
     out = np.empty((N, C, Ho, Wo), dtype=x.dtype)
     argmax = np.empty((N, C, Ho, Wo), dtype=np.int32)
-    for nc in prange(N * C):
+    for nc in range(N * C):
         n, c = nc // C, nc % C
         for oy in range(Ho):
             y0 = max(oy * s - p, 0)  # padding is -inf: clip the window to the input
@@ -54,7 +56,7 @@ def _maxpool_forward(x, k, s, p, Ho, Wo):
     return out, argmax
 
 
-@njit(parallel=True, cache=True)
+@njit(nogil=True, cache=True)
 def maxpool_backward(grad_out, argmax, H, W):
     """Scatter each output gradient onto the input that won its window.
 
@@ -64,7 +66,7 @@ def maxpool_backward(grad_out, argmax, H, W):
     # [assignment maxpool_backward] Add each output gradient into the input at its argmax; the rest get 0.
     N, C, Ho, Wo = grad_out.shape
     grad_in = np.zeros((N, C, H * W), dtype=grad_out.dtype)
-    for nc in prange(N * C):
+    for nc in range(N * C):
         n, c = nc // C, nc % C
         for oy in range(Ho):
             for ox in range(Wo):
