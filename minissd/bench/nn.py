@@ -3,9 +3,11 @@
 For each 3x3 / padding 1 convolution of the issue (batch 32, C_in = C_out = C, H = W), it
 prints forward and forward+backward time and GFLOP/s of ``minissd.nn.Conv2d``, the same
 for a plain NumPy im2col convolution (NCHW, full cols, the textbook version), and, measured
-in the same run, the GFLOP/s of one float32 ``numpy.matmul`` with the shape of that
-convolution's im2col product, (N*H*W, 9C) @ (9C, C): the practical peak of this machine for
-that size. The goal is forward+backward >= 60% of that peak ("of peak" column).
+in the same run, the GFLOP/s of a float32 ``numpy.matmul`` with the shape of that
+convolution's im2col product, (N*H*W, 9C) @ (9C, C), its rows split over the same threads
+the layers use (``minissd.nn.threads``, OpenBLAS itself single-threaded): the practical peak
+of this machine for that size. The goal is forward+backward >= 60% of that peak ("of peak"
+column). Last, one forward+backward of the tiny SSD network at the batch size, whole.
 
 Timings are the minimum over ``--reps`` interleaved repetitions (conv, baseline, matmul,
 conv, ...), so a neighbour loading the machine for a moment hurts all columns alike.
@@ -19,6 +21,7 @@ import time
 import numpy as np
 
 from minissd import nn
+from minissd.nn import threads
 
 SHAPES = ((32, 64), (64, 32), (128, 16), (256, 8))  # (C, H=W), the issue's 3x3 convs
 
@@ -99,13 +102,17 @@ def bench_conv(batch, reps, shapes=SHAPES):
         g = rng.standard_normal((batch, C, H, H), dtype=np.float32)
         a = rng.standard_normal((batch * H * H, 9 * C), dtype=np.float32)
         w = rng.standard_normal((9 * C, C), dtype=np.float32)
+        row_pieces = threads.split_batch(len(a), 1, target_rows=-(-len(a) // threads.num_threads()))
+
+        def matmul():  # the peak: the product's rows shared out like the layers' pieces
+            return threads.run_pieces(lambda r: a[r[0]:r[1]] @ w, row_pieces)
         _, plain_fb = im2col_conv_numpy(x, conv.weight.data, conv.bias.data)
 
         def fwd_bwd():
             conv.forward(x)
             conv.backward(g)
 
-        t_f, t_fb, t_plain, t_mm = best_times([lambda: conv.forward(x), fwd_bwd, plain_fb, lambda: a @ w], reps)
+        t_f, t_fb, t_plain, t_mm = best_times([lambda: conv.forward(x), fwd_bwd, plain_fb, matmul], reps)
         flops = 2.0 * batch * H * H * 9 * C * C  # one product
         rate = lambda t, n: n * flops / t / 1e9  # noqa: E731
         print(f"{C:>5} {f'{H}x{H}':>7} | {t_f * 1e3:8.1f} {rate(t_f, 1):6.1f} {t_fb * 1e3:8.1f} {rate(t_fb, 3):6.1f} | "
@@ -130,6 +137,23 @@ def bench_pool(batch, reps):
           f"forward+backward {t_fb * 1e3:.1f} ms; NumPy reshape-max forward {t_np * 1e3:.1f} ms")
 
 
+def bench_tiny_step(batch, reps):
+    """One forward+backward of the whole tiny SSD (stages and heads) on random images."""
+    from minissd.model import ssd_tiny
+
+    model = ssd_tiny(20)
+    S = model.config.input_size
+    x = np.random.default_rng(0).standard_normal((batch, 3, S, S), dtype=np.float32)
+
+    def step():
+        loc, conf = model.forward(x)
+        model.backward(np.full_like(loc, 1e-3), np.full_like(conf, 1e-3))
+
+    (t,) = best_times([step], reps)
+    print(f"\ntiny SSD ({S}x{S}, 20 classes) forward+backward at batch {batch}: {t * 1e3:.0f} ms "
+          f"({batch / t:.0f} images/s), {threads.num_threads()} nn threads")
+
+
 def main(argv):
     parser = argparse.ArgumentParser(prog="python -m minissd.bench nn", description=__doc__.split("\n")[0])
     parser.add_argument("--batch", type=int, default=32)
@@ -138,6 +162,7 @@ def main(argv):
     print(f"machine: {machine()}, numpy {np.__version__}; {load_note()}\n")
     bench_conv(args.batch, args.reps)
     bench_pool(args.batch, args.reps)
+    bench_tiny_step(args.batch, args.reps)
     # (a training helper adds the peak memory of one tiny-voc training step here)
     print(f"\nat the end: {load_note()}")
     return 0
