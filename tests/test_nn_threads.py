@@ -13,11 +13,14 @@ from minissd.nn import norm as norm_module
 from minissd.nn import threads
 
 
-def test_split_batch_covers_the_batch_evenly():
+def test_split_batch_covers_the_batch_evenly(monkeypatch):
+    monkeypatch.setattr(threads, "_num_threads", 2)
     # 32 images of 1024 rows = 32768 rows of work, 4096 per piece -> 8 pieces of 4 images
     assert threads.split_batch(32, 1024) == [(4 * i, 4 * i + 4) for i in range(8)]
     # 10 images of 1000 rows -> round(10000 / 4096) = 2 pieces of 5
     assert threads.split_batch(10, 1000) == [(0, 5), (5, 10)]
+    # 32 images of 64 rows = 2048 rows: less than a target, but one piece per thread
+    assert threads.split_batch(32, 64) == [(0, 16), (16, 32)]
     # little work: one piece (no thread hand-over); never more pieces than images
     assert threads.split_batch(32, 4) == [(0, 32)]
     assert threads.split_batch(3, 10 ** 6) == [(0, 1), (1, 2), (2, 3)]

@@ -110,14 +110,18 @@ def run_pieces(function, pieces):
     return list(_pool.map(function, pieces))
 
 
-def split_batch(N, rows_per_image, target_rows=4096):
+def split_batch(N, rows_per_image, target_rows=4096, min_rows=512):
     """Cut a batch of N images into pieces of about ``target_rows`` rows of work each.
 
     - rows_per_image: the work of one image, in rows of its matrix product
-    - returns a list of (n0, n1) image ranges, as even as possible; a single piece when the
-      whole batch is less than about two pieces of work (thread hand-over costs ~50 us)
+    - returns a list of (n0, n1) image ranges, as even as possible: about one piece per
+      ``target_rows`` (several per thread, so that a thread the OS pauses leaves its share
+      to the others), but at least one per thread as long as each keeps ``min_rows``
+      (so that a middle-sized layer still uses every core), and a single piece for tiny
+      work (a thread hand-over costs ~50 us)
     """
-    pieces = int(min(N, max(1, round(N * rows_per_image / target_rows))))
+    total = N * rows_per_image
+    pieces = max(round(total / target_rows), min(num_threads(), total // min_rows))
+    pieces = int(min(N, max(1, pieces)))
     bounds = np.linspace(0, N, pieces + 1).round().astype(int)
     return [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
-
