@@ -17,7 +17,8 @@ machine costs what its busyness costs and no more; on a quiet machine the two th
 the same products BLAS would have run, at the same speed.
 
 ``MINISSD_THREADS`` (or ``set_num_threads``) sets the pool size; the default is the number of
-cores this process may use.
+cores this process may use. Side effect: from the first layer call on, OpenBLAS stays
+single-threaded for the whole process (other NumPy products included).
 """
 
 import ctypes
