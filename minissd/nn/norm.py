@@ -126,7 +126,9 @@ class BatchNorm2d(Module):
             m = self.momentum
             self.running_mean[...] = (1 - m) * self.running_mean + m * mean
             self.running_var[...] = (1 - m) * self.running_var + m * var * (M / (M - 1))  # unbiased
-        self._x, self._mean, self._inv_std = x, mean, 1.0 / np.sqrt(var + self.eps)  # kept for backward
+        # kept for backward: x itself (not a copy, as PyTorch saves its input), from which
+        # backward recomputes x_hat; so the caller must not change x in place before backward
+        self._x, self._mean, self._inv_std = x, mean, 1.0 / np.sqrt(var + self.eps)
         self._batch_stats = batch_stats
         return y
 
