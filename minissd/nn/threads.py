@@ -16,15 +16,18 @@ the last piece is done, and a thread that is paused simply takes fewer pieces, s
 machine costs what its busyness costs and no more; on a quiet machine the two threads run
 the same products BLAS would have run, at the same speed.
 
-``MINISSD_THREADS`` (or ``set_num_threads``) sets the pool size; the default is the number of
-cores this process may use. Side effect: from the first layer call on, OpenBLAS stays
-single-threaded for the whole process (other NumPy products included).
+The pool has ``MINISSD_THREADS`` threads if that is set, else Numba's thread count (the
+``NUMBA_NUM_THREADS`` variable, else the cores this process may use), like the other thread
+pools of minissd (matching); ``set_num_threads`` changes it at run time. Side effect: from
+the first layer call on, OpenBLAS stays single-threaded for the whole process (other NumPy
+products included).
 """
 
 import ctypes
 import os
 from concurrent.futures import ThreadPoolExecutor
 
+import numba
 import numpy as np
 
 _pool = None
@@ -32,12 +35,11 @@ _num_threads = None
 
 
 def num_threads():
-    """Threads of the pool: ``MINISSD_THREADS``, else the cores this process may use."""
+    """Threads of the pool: ``MINISSD_THREADS``, else ``NUMBA_NUM_THREADS``, else the cores."""
     global _num_threads
     if _num_threads is None:
         env = os.environ.get("MINISSD_THREADS")
-        _num_threads = int(env) if env else len(os.sched_getaffinity(0))
-        _num_threads = max(1, _num_threads)
+        _num_threads = max(1, int(env) if env else numba.config.NUMBA_NUM_THREADS)
     return _num_threads
 
 
