@@ -2,7 +2,7 @@
 and its peak memory, next to baselines measured in the same run.
 
 Printed:
-- images/s of the full training step (batch 32 by default) and the per-stage profile: data
+- images/s of the full training step (batch 16 by default, as the default run) and the per-stage profile: data
   (waiting for the loader), match, forward, loss (multibox + mining), backward, optimizer;
 - baseline 1, the machine's practical peak: the step's multiply-adds (from the layer table,
   x3 for forward + the two backward products) timed as ONE float32 ``numpy.matmul`` of
@@ -86,7 +86,7 @@ def main(argv=None) -> int:
     from minissd.nn import SGD
 
     p = argparse.ArgumentParser(prog="python -m minissd.bench train", description=__doc__.split("\n")[0])
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=16, help="images per step (the default training run: 16)")
     p.add_argument("--steps", type=int, default=5, help="timed steps (after 2 warm-up steps)")
     p.add_argument("--workers", type=int, default=1, help="loader threads (as the default training run)")
     p.add_argument("--data-dir", default=None, help="where tiny-voc lives (built if absent)")
