@@ -138,7 +138,8 @@ def test_flags_come_from_the_config():
     cfg = train.parse_args(["--batch-size", "8", "--lr", "0.1", "--iters", "7", "--seed", "3"])
     assert (cfg.batch_size, cfg.lr, cfg.iters, cfg.seed, cfg.tiny_voc) == (8, 0.1, 7, 3, True)
     voc = train.parse_args(["--voc-root", "/x"])
-    assert (voc.model, voc.lr, voc.schedule) == ("ssd300", 1e-3, "step")  # the paper's recipe
+    assert (voc.model, voc.lr, voc.schedule, voc.augment, voc.batch_size) == (
+        "ssd300", 1e-3, "step", "ssd", 32)  # the paper's recipe
     assert train.parse_args(["--voc-root", "/x", "--model", "tiny"]).model == "tiny"
     with pytest.raises(SystemExit):
         train.parse_args(["--tiny-voc", "--voc-root", "/x"])
