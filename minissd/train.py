@@ -7,10 +7,8 @@ given on the command line wins over both.
 
 The recipe is the paper's (Liu et al. 2016, sec. 3): matching at IoU 0.5, multibox loss with
 3:1 hard negative mining, SGD with momentum 0.9 and weight decay 5e-4, a linear warm-up, then
-a cosine (or the paper's step) schedule, and SSD's augmentation (``--augment ssd``: colour
-distortion, zoom out, IoU crop, flip). The short tiny-voc run defaults to the colour
-distortion and flip only (``--augment light``): in a 15-minute budget the network underfits,
-and the zoom/crop steps slowed it down (docs/ch07-training.md has the measurements).
+a cosine (or the paper's step) schedule, and SSD's augmentation (colour distortion, zoom out,
+IoU crop, flip; ``--augment light`` keeps only colour and flip).
 
 A run writes into ``--out``: checkpoint.npz (atomic; resumed by ``--resume``), metrics.json
 (val mAP, per-class AP, history, per-stage profile), curves.png and detections.png.
@@ -56,12 +54,12 @@ class TrainConfig:
     train_split: str = "train"
     val_split: str = "val"
     workers: int = 1         # background threads preparing batches (0: in the training thread)
-    augment: str = "light"   # "light": colour distortion + flip; "ssd": + zoom out + IoU crop (the paper's)
+    augment: str = "ssd"     # "ssd": the paper's pipeline; "light": colour distortion + flip only
     max_expand: float = 2.0  # zoom-out: canvas up to this many times the image (paper: 4, at 300 px)
     # ---- model -----------------------------------------------------------------------------
     model: str = "tiny"      # "tiny" (tiny-voc) or "ssd300" (the paper's VGG16 SSD300)
     # ---- optimisation (SSD: SGD, momentum 0.9, weight decay 5e-4, batch 32) -----------------
-    iters: int = 3600        # training iterations (batches); --epochs overrides when > 0
+    iters: int = 3000        # 48k images: ~14 min end to end at 60 images/s (docs/training-results.md)
     epochs: float = 0.0      # if > 0: iters = epochs * len(train set) / batch_size
     batch_size: int = 16     # the paper: 32; 16 is 1.5x faster per image here and updates twice as often
     optimizer: str = "sgd"   # "sgd" (the paper's) or "adam"
@@ -77,7 +75,7 @@ class TrainConfig:
     neg_pos_ratio: float = 3.0  # hard negative mining keeps at most 3 negatives per positive
     alpha: float = 1.0          # weight of the localisation loss
     # ---- evaluation and output -------------------------------------------------------------
-    eval_every: int = 1200   # validation mAP every this many iterations (0: only at the end)
+    eval_every: int = 1000   # validation mAP every this many iterations (0: only at the end)
     eval_images: int = 100   # periodic validation on the first N val images (the end: all)
     out: str = "runs/tiny-voc"
     resume: bool = False     # continue from OUT/checkpoint.npz
