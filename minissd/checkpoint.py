@@ -84,6 +84,11 @@ def save_checkpoint(path, model, optimizer=None, iteration=0, config=None, rng=N
             np.savez(f, **arrays)
             f.flush()
             os.fsync(f.fileno())
+        # mkstemp creates the file readable by its owner alone (0600); give the checkpoint
+        # the permissions any other file written here would get (0666 less the umask).
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

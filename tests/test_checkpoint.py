@@ -3,6 +3,7 @@ are atomic; a file holding pickled objects, a missing file or a mismatched model
 
 import json
 import os
+import stat
 
 import numpy as np
 import pytest
@@ -111,3 +112,12 @@ def test_checkpoint_of_another_model_is_refused(tmp_path):
     other = Sequential(Conv2d(3, 8, 3, rng=rng))
     with pytest.raises(CheckpointError, match="does not fit"):
         load_checkpoint(tmp_path / "c.npz", other)
+
+
+def test_checkpoint_gets_the_umask_permissions_not_mkstemp_0600(tmp_path):
+    old = os.umask(0o022)
+    try:
+        path = save_checkpoint(tmp_path / "c.npz", small_net(0))
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o644
