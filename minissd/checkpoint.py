@@ -48,6 +48,33 @@ def set_rng_state(rng, state):
     rng.bit_generator.state = state
 
 
+def savez_atomic(path, arrays):
+    """Write ``arrays`` (name -> ndarray) to the ``.npz`` file ``path`` atomically.
+
+    Written next to the target (same file system, so the rename is atomic), flushed to disk,
+    then swapped in with ``os.replace``: until then the old file is untouched, so a crash or a
+    Ctrl-C never leaves a half-written checkpoint. Used by ``save_checkpoint`` and
+    ``minissd.nn.Module.save``.
+    """
+    folder = os.path.dirname(os.path.abspath(os.fspath(path)))
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        # mkstemp creates the file readable by its owner alone (0600); give it the
+        # permissions any other file written here would get (0666 less the umask).
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
 def save_checkpoint(path, model, optimizer=None, iteration=0, config=None, rng=None, extra=None):
     """Write a checkpoint atomically (temporary file in the same folder, then ``os.replace``).
 
@@ -76,24 +103,7 @@ def save_checkpoint(path, model, optimizer=None, iteration=0, config=None, rng=N
     arrays.update({f"model/{k}": v for k, v in _state_of(model).items()})
     arrays.update({f"optim/{k}": v for k, v in _state_of(optimizer).items()})
 
-    # Write next to the target (same file system, so the rename below is atomic), flush to
-    # disk, then swap it in. Until os.replace runs, the old checkpoint is untouched.
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        # mkstemp creates the file readable by its owner alone (0600); give the checkpoint
-        # the permissions any other file written here would get (0666 less the umask).
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    savez_atomic(path, arrays)
     return path
 
 

@@ -11,7 +11,6 @@ Names follow PyTorch so that what learners know carries over: ``parameters()``,
 """
 
 import os
-import tempfile
 
 import numpy as np
 
@@ -173,17 +172,9 @@ class Module:
 
     def save(self, path):
         """Write ``state_dict()`` to an ``.npz`` file atomically (temporary file, then rename)."""
-        path = os.fspath(path)
-        folder = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(suffix=".npz", dir=folder)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, **self.state_dict())
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-            raise
+        from ..checkpoint import savez_atomic  # one atomic writer for every .npz we save
+
+        savez_atomic(path, self.state_dict())
 
     def __repr__(self):
         children = list(self.named_children())
