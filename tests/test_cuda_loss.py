@@ -76,3 +76,42 @@ def test_cuda_mining_refuses_what_cpu_refuses():
         cuda_loss.hard_negative_mining(np.array([[np.nan, 0.0]]), np.array([[1, 0]]))
     with pytest.raises(ValueError, match="conf_t"):
         cuda_loss.hard_negative_mining(np.zeros((1, 2)), np.array([[1, -1]]))
+
+
+# ---- the multibox loss ------------------------------------------------------------------------
+
+def loss_case(rng, B=3, P=30, K=4):
+    loc_p = rng.standard_normal((B, P, 4)).astype(np.float32) * 1.5  # some |diff| >= 1: both smooth-L1 pieces
+    conf_p = rng.standard_normal((B, P, K)).astype(np.float32) * 2
+    loc_t = rng.standard_normal((B, P, 4)).astype(np.float32)
+    conf_t = np.zeros((B, P), np.int64)
+    conf_t[0, [1, 7, 20]] = [1, 3, 2]
+    conf_t[1, rng.choice(P, 9, replace=False)] = rng.integers(1, K, 9)  # k capped by the negatives
+    return loc_p, conf_p, loc_t, conf_t  # image 2: no positives, no negatives
+
+
+@pytest.mark.parametrize("alpha", [1.0, 0.5])
+def test_cuda_multibox_loss_matches_cpu(rng, monkeypatch, alpha):
+    if simulating():  # one grid-stride block of 32 threads, summing blocks of 8
+        import minissd.cuda as mc
+        from minissd.cuda import reduce
+        monkeypatch.setattr(mc, "MAX_BLOCKS_1D", 1)
+        monkeypatch.setattr(mc, "THREADS_1D", 32)
+        monkeypatch.setattr(reduce, "SUM_THREADS", 8)
+    loc_p, conf_p, loc_t, conf_t = loss_case(rng)
+    loss_l, loss_c, dloc, dconf = loss.multibox_loss(loc_p, conf_p, loc_t, conf_t, alpha=alpha)
+    g_loss_l, g_loss_c, g_dloc, g_dconf = cuda_loss.multibox_loss(loc_p, conf_p, loc_t, conf_t, alpha=alpha)
+    assert g_loss_l == pytest.approx(loss_l, rel=1e-6) and g_loss_c == pytest.approx(loss_c, rel=1e-6)
+    np.testing.assert_allclose(g_dloc, dloc, rtol=1e-5, atol=1e-8)
+    np.testing.assert_allclose(g_dconf, dconf, rtol=1e-5, atol=1e-8)
+    assert not g_dconf[2].any() and not g_dloc[2].any()  # the image without objects: no gradient
+
+
+def test_cuda_multibox_loss_on_device_and_without_positives(rng):
+    cuda = require()
+    loc_p, conf_p, loc_t, _ = (a[:1] for a in loss_case(rng))  # one image, 30 priors
+    conf_t = np.zeros((1, 30), np.int64)  # no objects anywhere: both losses 0 (N = 1 only avoids / 0)
+    args = [cuda.to_device(a) for a in (loc_p, conf_p, loc_t, conf_t)]
+    loss_l, loss_c, dloc, dconf = cuda_loss.multibox_loss(*args)
+    assert (loss_l, loss_c) == (0.0, 0.0)
+    assert hasattr(dloc, "copy_to_host") and not dconf.copy_to_host().any()

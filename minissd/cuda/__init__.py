@@ -137,6 +137,7 @@ def require():
 # ---- launch geometry and host <-> device moves shared by the kernel modules ----------------
 
 THREADS_1D = 128  # threads per block of the 1-D kernels: a multiple of the warp size (32)
+MAX_BLOCKS_1D = 1 << 16  # at most this many blocks per 1-D launch (their loops are grid-stride)
 
 
 def blocks_for(n, threads=THREADS_1D):
@@ -144,14 +145,17 @@ def blocks_for(n, threads=THREADS_1D):
     return max(1, (n + threads - 1) // threads)
 
 
-def launch_1d(n, threads=THREADS_1D):
+def launch_1d(n, threads=None):
     """(blocks, threads per block) covering n items with a block no bigger than needed.
 
     Blocks stay a multiple of the warp (32); small n gets a small block, which changes
-    nothing on a GPU and spares the simulator from running idle Python threads.
+    nothing on a GPU and spares the simulator from running idle Python threads. Every 1-D
+    kernel walks its items with a grid-stride loop, so a grid of fewer threads than items
+    is still correct: the grid is capped at MAX_BLOCKS_1D blocks (8 M threads on a GPU; the
+    tests patch it and THREADS_1D down, as the simulator pays per thread, not per item).
     """
-    threads = min(threads, 32 * blocks_for(n, 32))
-    return blocks_for(n, threads), threads
+    threads = min(threads or THREADS_1D, 32 * blocks_for(n, 32))
+    return min(blocks_for(n, threads), MAX_BLOCKS_1D), threads
 
 
 def is_device_array(x):

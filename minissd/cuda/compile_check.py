@@ -23,13 +23,15 @@ def signatures():
     """[(module, kernel name, argument types)]: the types the host wrappers launch with."""
     from numba import types as T
 
-    f4, f8, i8, b1 = T.float32, T.float64, T.int64, T.boolean
+    f4, f8, i4, i8, b1 = T.float32, T.float64, T.int32, T.int64, T.boolean
 
     def a(dtype, ndim, layout="C"):
         return T.Array(dtype, ndim, layout)
 
     boxes, matching, loss, nms, conv = (f"minissd.cuda.{m}" for m in
                                         ("boxes", "matching", "loss", "nms", "conv"))
+    activation, pool, norm, optim, heads = (f"minissd.cuda.{m}" for m in
+                                            ("activation", "pool", "norm", "optim", "heads"))
     return [
         (boxes, "iou_kernel", (a(f4, 2), a(f4, 2), a(f4, 2))),
         (boxes, "iou_kernel", (a(f8, 2), a(f8, 2), a(f8, 2))),
@@ -61,6 +63,32 @@ def signatures():
         (conv, "w_mat_kernel", (a(f4, 4), a(f4, 2))),
         (conv, "w_grad_kernel", (a(f4, 2), a(f4, 4))),
         (conv, "add_bias_kernel", (a(f4, 2), a(f4, 1))),
+        # the rest of a training step (minissd.cuda.step)
+        (activation, "relu_forward_kernel", (a(f4, 1), a(f4, 1))),
+        (activation, "relu_backward_kernel", (a(f4, 1), a(f4, 1), a(f4, 1))),
+        (pool, "maxpool_forward_kernel", (a(f4, 4), i8, i8, i8, a(f4, 4), a(i4, 4))),
+        (pool, "maxpool_backward_kernel", (a(f4, 4), a(i4, 4), i8, i8, i8, a(f4, 4))),
+        (norm, "batchnorm_forward_kernel", (a(f4, 3), a(f4, 1), a(f4, 1), a(f8, 1), a(f8, 1), b1, f8,
+                                            a(f4, 3))),
+        (norm, "running_stats_kernel", (a(f4, 1), a(f4, 1), a(f8, 1), a(f8, 1), f8, i8)),
+        (norm, "batchnorm_backward_kernel", (a(f4, 3), a(f4, 3), a(f4, 1), a(f8, 1), a(f8, 1), f8, b1,
+                                             a(f4, 1), a(f4, 1), a(f4, 3))),
+        (norm, "_copy_kernel", (a(f4, 1), a(f8, 1))),
+        (norm, "l2norm_forward_kernel", (a(f4, 3), a(f4, 1), f4, a(f4, 2), a(f4, 3))),
+        (norm, "l2norm_backward_kernel", (a(f4, 3), a(f4, 3), a(f4, 1), a(f4, 2), f4, a(f4, 3))),
+        (norm, "l2norm_weight_grad_kernel", (a(f4, 3), a(f4, 3), a(f4, 2), f4, a(f4, 1))),
+        (loss, "log_sum_exp_kernel", (a(f4, 3), a(f4, 2))),
+        (loss, "cross_entropy_kernel", (a(f4, 3), a(f4, 2), a(i8, 2), a(f4, 2), a(f4, 2))),
+        (loss, "loss_sums_kernel", (a(f4, 3), a(f4, 3), a(i8, 2), a(f4, 2), a(b1, 2), a(f8, 2))),
+        (loss, "loss_totals_kernel", (a(f8, 2), a(f8, 1))),
+        (loss, "softmax_grad_kernel", (a(f4, 3), a(f4, 2), a(i8, 2), a(b1, 2), a(f8, 1), a(f4, 3))),
+        (loss, "smooth_l1_grad_kernel", (a(f4, 3), a(f4, 3), a(i8, 2), f4, a(f8, 1), a(f4, 3))),
+        (heads, "flatten_map_kernel", (a(f4, 4), i8, i8, a(f4, 3), a(f4, 3))),
+        (heads, "unflatten_map_kernel", (a(f4, 3), a(f4, 3), i8, i8, a(f4, 4))),
+        (optim, "sum_squares_kernel", (a(f4, 1), a(f8, 1))),
+        (optim, "clip_coef_kernel", (a(f8, 1), f8, a(f8, 1))),
+        (optim, "scale_kernel", (a(f4, 1), a(f8, 1))),
+        (optim, "sgd_update_kernel", (a(f4, 1), a(f4, 1), a(f4, 1), f4, f4, f4, b1)),
     ]
 
 

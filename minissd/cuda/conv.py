@@ -14,8 +14,8 @@ The maths is the CPU docstring's; the layout is channels-last too:
 
 The kernels:
 
-- ``gather_windows_kernel`` (im2col): one thread per entry of ``cols``. The grid's x index
-  runs along a row, i.e. along the channels of one tap, so a warp reads 32 neighbouring
+- ``gather_windows_kernel`` (im2col): a grid-stride loop over the entries of ``cols`` in
+  row-major order, i.e. along the channels of one tap, so a warp reads 32 neighbouring
   channels of ``x_pad`` and writes 32 neighbouring entries of ``cols`` (coalesced both ways).
 - ``scatter_windows_kernel`` (col2im): adding each ``dcols`` entry onto its input, as a CPU
   loop would, means thousands of threads adding into the same input at once: atomic adds,
@@ -43,12 +43,7 @@ cuda = require()
 
 TILE = 16  # side of the square tiles of matmul_kernel: 16 x 16 = 256 threads per block
 TILE_ROW = TILE + 1  # a tile row in shared memory, one longer (see matmul_kernel's loads)
-TILE_2D = (32, 8)  # threads per block of the element-wise 2-D kernels; x runs along columns
 CHUNK_BYTES = 256 << 20  # one chunk of cols on the GPU (the CPU's is 2 MiB, its L2 cache)
-
-
-def _grid_2d(rows, cols):
-    return (blocks_for(cols, TILE_2D[0]), blocks_for(rows, TILE_2D[1])), TILE_2D
 
 
 # ---- layout changes at the boundary (NCHW <-> padded channels-last) ------------------------
@@ -102,15 +97,18 @@ def to_nchw(a, p, H, W):
 
 @cuda.jit
 def gather_windows_kernel(x_pad, r0, r1, Ho, Wo, k, s, d, cols):
-    """cols[r - r0] = the window of output position r, for r in [r0, r1); one thread per entry.
+    """cols[r - r0] = the window of output position r, for r in [r0, r1); grid-stride over entries.
 
     - x_pad: (N, Hp, Wp, C) padded input; r = (n * Ho + i) * Wo + j indexes outputs
     - cols: (>= r1 - r0, k*k*C), row layout (u, v, c): tap t = u*k + v at columns t*C ...
     """
-    col, row = cuda.grid(2)
+    start = cuda.grid(1)
+    stride = cuda.gridsize(1)
     C = x_pad.shape[3]
-    r = r0 + row
-    if r < r1 and col < k * k * C:
+    width = k * k * C  # entries of a row of cols
+    for e in range(start, (r1 - r0) * width, stride):
+        row, col = e // width, e % width
+        r = r0 + row
         n, ij = r // (Ho * Wo), r % (Ho * Wo)
         i, j = ij // Wo, ij % Wo
         t, c = col // C, col % C  # tap t = u*k + v, channel c
@@ -283,8 +281,7 @@ def _chunk_rows(row_width, itemsize):
 
 def gather_windows(x_pad, r0, r1, Ho, Wo, k, s, d, cols):
     """Launch ``gather_windows_kernel`` on device arrays (cols written in place)."""
-    blocks, threads = _grid_2d(r1 - r0, cols.shape[1])
-    gather_windows_kernel[blocks, threads](x_pad, r0, r1, Ho, Wo, k, s, d, cols)
+    gather_windows_kernel[launch_1d((r1 - r0) * cols.shape[1])](x_pad, r0, r1, Ho, Wo, k, s, d, cols)
 
 
 def scatter_windows(dcols, r0, r1, Ho, Wo, k, s, d, dx_pad):
@@ -367,10 +364,12 @@ def w_grad_kernel(grad_w_mat, weight_grad):
 
 @cuda.jit
 def add_bias_kernel(y, bias):
-    """y[r, o] += bias[o] for y (N*Ho*Wo, C_out)."""
-    o, r = cuda.grid(2)
-    if r < y.shape[0] and o < y.shape[1]:
-        y[r, o] += bias[o]
+    """y[r, o] += bias[o] for y (N*Ho*Wo, C_out); grid-stride over the entries, row-major."""
+    start = cuda.grid(1)
+    stride = cuda.gridsize(1)
+    R, O = y.shape
+    for e in range(start, R * O, stride):
+        y[e // O, e % O] += bias[e % O]
 
 
 class Conv2dGPU:
@@ -378,31 +377,35 @@ class Conv2dGPU:
 
     - conv: an ``nn.Conv2d``; its weight and bias are copied to the device once
       (``.weight``, ``.bias``, and their gradients ``.weight_grad``, ``.bias_grad``, zeroed).
+    - weight, bias, weight_grad, bias_grad: device arrays to use instead of those copies
+      (a training step passes views of its flat parameter and gradient buffers).
     - forward(x (N, C_in, H, W) device) -> (N, C_out, Ho, Wo) device, float32;
       backward(grad_out) -> grad of x (or None), accumulating the parameters' gradients.
     The public behaviour is ``nn.Conv2d``'s (tests pin it to it and to tests/naive.py).
     """
 
-    def __init__(self, conv):
+    def __init__(self, conv, weight=None, bias=None, weight_grad=None, bias_grad=None):
         self.k, self.s, self.p, self.d = conv.kernel_size, conv.stride, conv.padding, conv.dilation
         self.needs_input_grad = conv.needs_input_grad
-        self.weight = to_device(conv.weight.data, np.float32)
-        self.bias = None if conv.bias is None else to_device(conv.bias.data, np.float32)
-        self.weight_grad = zeros(self.weight.shape)
-        self.bias_grad = None if self.bias is None else zeros(self.bias.shape)
+        self.weight = to_device(conv.weight.data, np.float32) if weight is None else weight
+        self.weight_grad = zeros(self.weight.shape) if weight_grad is None else weight_grad
+        self.bias = self.bias_grad = None
+        if conv.bias is not None:
+            self.bias = to_device(conv.bias.data, np.float32) if bias is None else bias
+            self.bias_grad = zeros(self.bias.shape) if bias_grad is None else bias_grad
         O, C, k = self.weight.shape[0], self.weight.shape[1], self.k
         self.w_mat = cuda.device_array((k * k * C, O), dtype=np.float32)  # (k*k*C_in, C_out)
-        w_mat_kernel[launch_1d(self.weight.size)](self.weight, self.w_mat)
 
     def forward(self, x):
+        # w_mat is laid out again at every forward: an optimizer may have changed the weight
+        w_mat_kernel[launch_1d(self.weight.size)](self.weight, self.w_mat)
         x = to_device(x, np.float32)
         N, _, H, W = x.shape
         Ho, Wo = (conv_output_size(n, self.k, self.s, self.p, self.d) for n in (H, W))
         x_pad = to_padded_nhwc(x, self.p)  # (N, H+2p, W+2p, C_in)
         y = conv2d_forward(x_pad, self.w_mat, (Ho, Wo), self.k, self.s, self.d)  # (N*Ho*Wo, C_out)
         if self.bias is not None:
-            blocks, threads = _grid_2d(*y.shape)
-            add_bias_kernel[blocks, threads](y, self.bias)
+            add_bias_kernel[launch_1d(y.size)](y, self.bias)
         self._x_pad, self._in_hw = x_pad, (H, W)  # kept for backward
         return to_nchw(y.reshape(N, Ho, Wo, y.shape[1]), 0, Ho, Wo)  # (N, C_out, Ho, Wo)
 

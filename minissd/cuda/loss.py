@@ -1,4 +1,4 @@
-"""GPU twin of ``minissd.loss.hard_negative_mining``: the same selection, one block per image.
+"""GPU twins of ``minissd.loss``: ``hard_negative_mining`` (one block per image) and ``multibox_loss``.
 
 The rule is the paper's (Liu et al. 2016, sec. 2.2 "Hard negative mining") and the CPU's:
 per image, keep the positives and the k = min(ratio * positives, negatives) negatives with
@@ -16,13 +16,32 @@ few negatives are kept, but with SSD300's 8732 priors almost every warp held a k
 and read the whole image: 6.5 ms for a batch of 32 on an H200, 3x slower than the CPU.)
 
 The losses are ranked as float32 (the training dtype): float64 input is rounded first.
+
+``multibox_loss`` is the CPU function's steps as kernels, all on the GPU:
+
+1. ``log_sum_exp_kernel``  lse (B, P), one thread per prior (twin of ``loss._log_sum_exp``);
+2. ``cross_entropy_kernel`` bg_loss = lse - conf[..., 0] and ce = lse - conf[label], the
+                            CPU's two NumPy lines, one thread per prior;
+3. ``hard_negative_mining_kernel``, above: the mask;
+4. ``loss_sums_kernel``    per image, in float64: the positives, the smooth-L1 sum over
+                            them and the cross-entropy sum over the mask (a block per image,
+                            ``reduce.block_sum_float``: no atomics);
+   ``loss_totals_kernel``  one thread adds the images' sums in order: [N, sum_l, sum_c];
+5. ``softmax_grad_kernel`` dconf = (softmax - onehot) / N on the mask (twin of
+                            ``loss._softmax_grad``) and ``smooth_l1_grad_kernel``
+                            dloc = alpha * smooth-L1' / N on the positives; both read N from
+                            the totals on the GPU, so nothing waits for the host.
+Only the three totals come back to the host, for the two loss values.
 """
+
+import math
 
 import numpy as np
 
 from minissd import loss as cpu
-from minissd.cuda import is_device_array, require, to_device, to_host
-from minissd.cuda import select
+from minissd.cuda import is_device_array, launch_1d, require, to_device, to_host
+from minissd.cuda import reduce, select
+from minissd.cuda.reduce import SUM_SCRATCH, block_sum_float
 from minissd.cuda.select import SCRATCH_SIZE, block_sum, chunk, kth_largest, order_key, tie_quota
 
 cuda = require()
@@ -90,3 +109,176 @@ def hard_negative_mining(bg_loss, conf_t, neg_pos_ratio=3):
     hard_negative_mining_kernel[B, select.SELECT_THREADS](bg_loss, conf_t, float(neg_pos_ratio),
                                                           keys, mask)  # a block per image
     return to_host(mask, host)
+
+
+# ---- the multibox loss -------------------------------------------------------------------
+
+@cuda.jit
+def log_sum_exp_kernel(conf, out):
+    """``out[b, p] = log(sum_k exp(conf[b, p, k]))``, stable; one thread per prior (twin of ``_log_sum_exp``).
+
+    - conf: (B, P, K) float32; out: (B, P) float32, written.
+    The largest logit m is taken out first, log sum exp(c) = m + log sum exp(c - m), so no
+    exponent exceeds 0; the sum is float64, as on the CPU.
+    """
+    start = cuda.grid(1)
+    stride = cuda.gridsize(1)
+    B, P, K = conf.shape
+    for e in range(start, B * P, stride):
+        b, p = e // P, e % P
+        m = conf[b, p, 0]
+        for k in range(1, K):
+            m = max(m, conf[b, p, k])
+        s = 0.0
+        for k in range(K):
+            s += math.exp(conf[b, p, k] - m)
+        out[b, p] = m + math.log(s)
+
+
+@cuda.jit
+def cross_entropy_kernel(conf, lse, conf_t, bg_loss, ce):
+    """bg_loss = lse - conf[..., 0] (ranks the negatives), ce = lse - conf[label]; (B, P) each.
+
+    The two NumPy lines of ``loss.multibox_loss``; one thread per prior.
+    """
+    start = cuda.grid(1)
+    stride = cuda.gridsize(1)
+    B, P = conf_t.shape
+    for e in range(start, B * P, stride):
+        b, p = e // P, e % P
+        bg_loss[b, p] = lse[b, p] - conf[b, p, 0]
+        ce[b, p] = lse[b, p] - conf[b, p, conf_t[b, p]]
+
+
+@cuda.jit
+def loss_sums_kernel(loc_p, loc_t, conf_t, ce, mask, sums):
+    """sums[b] = (positives, smooth-L1 sum over them, cross-entropy sum over the mask) of image b.
+
+    - loc_p, loc_t: (B, P, 4) float32; conf_t: (B, P) int64; ce: (B, P) float32;
+      mask: (B, P) bool from mining; sums: (B, 3) float64, written.
+    Block b = image b; each thread adds up its stride of the priors, then the block's
+    threads' sums are combined (``block_sum_float``, a fixed order).
+    """
+    scratch = cuda.shared.array(SUM_SCRATCH, np.float64)
+    b, t, T = cuda.blockIdx.x, cuda.threadIdx.x, cuda.blockDim.x
+    P = conf_t.shape[1]
+    num_pos, sum_l, sum_c = 0.0, 0.0, 0.0
+    for p in range(t, P, T):
+        if mask[b, p]:
+            sum_c += ce[b, p]
+        if conf_t[b, p] > 0:
+            num_pos += 1.0
+            for j in range(4):
+                x = loc_p[b, p, j] - loc_t[b, p, j]
+                sum_l += 0.5 * x * x if abs(x) < 1 else abs(x) - 0.5  # smooth L1
+    num_pos = block_sum_float(num_pos, scratch)
+    sum_l = block_sum_float(sum_l, scratch)
+    sum_c = block_sum_float(sum_c, scratch)
+    if t == 0:
+        sums[b, 0], sums[b, 1], sums[b, 2] = num_pos, sum_l, sum_c
+
+
+@cuda.jit
+def loss_totals_kernel(sums, totals):
+    """totals = [N, sum_l, sum_c]: the images' sums added in order by one thread."""
+    if cuda.grid(1) == 0:
+        for j in range(3):
+            total = 0.0
+            for b in range(sums.shape[0]):
+                total += sums[b, j]
+            totals[j] = total
+
+
+@cuda.jit
+def softmax_grad_kernel(conf, lse, conf_t, mask, totals, dconf):
+    """dconf = (softmax - onehot(label)) / N on the mask, 0 elsewhere (twin of ``_softmax_grad``).
+
+    - conf: (B, P, K) logits; lse: (B, P); conf_t: (B, P); mask: (B, P) bool;
+    - totals: [N, ...] from ``loss_totals_kernel``: scale = 1 / max(N, 1), read on the GPU;
+    - dconf: (B, P, K), written. One thread per prior.
+    """
+    scale = np.float32(1.0 / max(totals[0], 1.0))
+    start = cuda.grid(1)
+    stride = cuda.gridsize(1)
+    B, P, K = conf.shape
+    for e in range(start, B * P, stride):
+        b, p = e // P, e % P
+        if mask[b, p]:
+            for k in range(K):
+                dconf[b, p, k] = math.exp(conf[b, p, k] - lse[b, p]) * scale  # softmax
+            dconf[b, p, conf_t[b, p]] -= scale  # - onehot(label)
+        else:
+            for k in range(K):
+                dconf[b, p, k] = 0.0
+
+
+@cuda.jit
+def smooth_l1_grad_kernel(loc_p, loc_t, conf_t, alpha, totals, dloc):
+    """dloc = alpha / N * smooth-L1'(loc_p - loc_t) at the positives, 0 elsewhere.
+
+    smooth-L1'(x) = x where |x| < 1, else sign(x) (``loss.smooth_l1``); one thread per prior.
+    """
+    scale = np.float32(alpha / max(totals[0], 1.0))
+    start = cuda.grid(1)
+    stride = cuda.gridsize(1)
+    B, P = conf_t.shape
+    for e in range(start, B * P, stride):
+        b, p = e // P, e % P
+        for j in range(4):
+            x = loc_p[b, p, j] - loc_t[b, p, j]
+            grad = x if abs(x) < 1 else (np.float32(1.0) if x > 0 else np.float32(-1.0))
+            dloc[b, p, j] = scale * grad if conf_t[b, p] > 0 else 0.0
+
+
+def multibox_loss(loc_p, conf_p, loc_t, conf_t, neg_pos_ratio=3, alpha=1.0):
+    """SSD's training loss and its gradients, on the GPU (twin of ``loss.multibox_loss``).
+
+    - loc_p (B, P, 4), conf_p (B, P, C+1), loc_t (B, P, 4) float; conf_t (B, P) integer labels:
+      NumPy arrays (checked as on the CPU) or device arrays (float32, int64; unchecked).
+    - neg_pos_ratio: negatives kept per positive (3); alpha: weight of the loc term (1).
+    - returns (loss_l, loss_c, dloc, dconf): the losses as Python floats (the only numbers
+      copied back), dloc (B, P, 4) and dconf (B, P, C+1) float32, NumPy for NumPy inputs,
+      device arrays for device inputs. A non-finite input gives non-finite losses (the CPU
+      raises; here checking would mean copying the outputs back: the caller checks the losses).
+    """
+    host = not any(is_device_array(a) for a in (loc_p, conf_p, loc_t, conf_t))
+    if host:  # the CPU's checks, for the same errors
+        conf_p = np.asarray(conf_p)
+        if conf_p.ndim != 3 or conf_p.shape[2] < 2:
+            raise ValueError(f"conf_p: expected (B, P, C+1) float logits with C >= 1, got shape {conf_p.shape}")
+        conf_t = cpu._check_targets(conf_t, conf_p.shape[:2], num_classes=conf_p.shape[2] - 1)
+    if not neg_pos_ratio >= 0:
+        raise ValueError(f"neg_pos_ratio: expected a number >= 0, got {neg_pos_ratio}")
+    loc_p, conf_p, loc_t = (to_device(a, np.float32) for a in (loc_p, conf_p, loc_t))
+    conf_t = to_device(conf_t, np.int64)
+    B, P, K = conf_p.shape
+    totals, dloc, dconf = multibox_loss_on_device(loc_p, conf_p, loc_t, conf_t, neg_pos_ratio, alpha)
+    num_pos, sum_l, sum_c = totals.copy_to_host()  # the three numbers that cross to the host
+    N = max(num_pos, 1.0)
+    return sum_l / N, sum_c / N, to_host(dloc, host), to_host(dconf, host)
+
+
+def multibox_loss_on_device(loc_p, conf_p, loc_t, conf_t, neg_pos_ratio, alpha):
+    """The launches of ``multibox_loss`` on device arrays; returns (totals, dloc, dconf) on the GPU.
+
+    - totals: (3,) float64 [N, sum of smooth-L1 over positives, sum of cross-entropy over the
+      mask]; the losses are sum_l / max(N, 1) and sum_c / max(N, 1).
+    """
+    B, P, K = conf_p.shape
+    lse = cuda.device_array((B, P), dtype=np.float32)
+    log_sum_exp_kernel[launch_1d(B * P)](conf_p, lse)
+    bg_loss = cuda.device_array((B, P), dtype=np.float32)
+    ce = cuda.device_array((B, P), dtype=np.float32)
+    cross_entropy_kernel[launch_1d(B * P)](conf_p, lse, conf_t, bg_loss, ce)
+    keys = cuda.device_array((B, P), dtype=np.uint32)
+    mask = cuda.device_array((B, P), dtype=np.bool_)
+    hard_negative_mining_kernel[B, select.SELECT_THREADS](bg_loss, conf_t, float(neg_pos_ratio), keys, mask)
+    sums = cuda.device_array((B, 3), dtype=np.float64)
+    loss_sums_kernel[B, reduce.SUM_THREADS](loc_p, loc_t, conf_t, ce, mask, sums)  # a block per image
+    totals = cuda.device_array(3, dtype=np.float64)
+    loss_totals_kernel[1, 1](sums, totals)
+    dconf = cuda.device_array((B, P, K), dtype=np.float32)
+    softmax_grad_kernel[launch_1d(B * P)](conf_p, lse, conf_t, mask, totals, dconf)
+    dloc = cuda.device_array((B, P, 4), dtype=np.float32)
+    smooth_l1_grad_kernel[launch_1d(B * P)](loc_p, loc_t, conf_t, np.float32(alpha), totals, dloc)
+    return totals, dloc, dconf
