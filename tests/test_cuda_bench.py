@@ -43,3 +43,24 @@ def test_cuda_bench_finds_the_tiny_models_convs():
     assert "forward" not in vars(convs[0][0])  # the recording wrapper is gone again
     x = np.zeros((2, 3, model.config.input_size, model.config.input_size), np.float32)
     assert model.forward(x)[0].shape[1] == model.num_priors  # the model still works
+
+
+@pytest.mark.slow
+def test_cuda_bench_training_step_row_runs(monkeypatch, capsys):
+    # The whole-step row on test_cuda_step's very small SSD (the tiny-voc model would take the
+    # simulator many minutes): both steps run, and the table prints the ratio and the goal.
+    import test_cuda_step
+    from minissd.cuda import matching, optim, reduce, select
+    if mc.simulating():
+        monkeypatch.setattr(mc, "THREADS_1D", 32)
+        monkeypatch.setattr(mc, "MAX_BLOCKS_1D", 1)
+        monkeypatch.setattr(reduce, "SUM_THREADS", 8)
+        monkeypatch.setattr(optim, "NORM_BLOCKS", 2)
+        monkeypatch.setattr(select, "SELECT_THREADS", 8)
+        monkeypatch.setattr(matching, "REDUCE_THREADS", 8)
+    rows = bench.training_step_rows(np.random.default_rng(0), batch=1, reps=0, config=test_cuda_step.TINY,
+                                    num_classes=2)
+    assert rows[0][0] == "tiny: whole training step x1" and rows[0][1] > 0 and rows[0][2] > 0
+    assert [r[0].split(": ")[1] for r in rows[1:]] == ["match", "forward", "loss", "backward", "optimizer"]
+    bench.print_table(rows, "simulator")
+    assert "the issue's goal, a tiny-voc training step >= 20x faster on the GPU" in capsys.readouterr().out

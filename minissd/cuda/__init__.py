@@ -4,13 +4,18 @@ Each module here has the same name as its CPU twin and the same public functions
 
 - ``minissd.cuda.boxes``     iou, encode, decode            (twin of ``minissd.boxes``)
 - ``minissd.cuda.matching``  match, match_batch             (twin of ``minissd.matching``)
-- ``minissd.cuda.loss``      hard_negative_mining           (twin of ``minissd.loss``)
+- ``minissd.cuda.loss``      hard_negative_mining, multibox_loss (twin of ``minissd.loss``)
 - ``minissd.cuda.nms``       nms, detect                    (twin of ``minissd.nms``)
 - ``minissd.cuda.conv``      Conv2dGPU, matmul, im2col-style gathers (twin of ``nn.Conv2d``)
+- ``minissd.cuda.activation`` ReLUGPU;  ``minissd.cuda.pool`` MaxPool2dGPU;
+  ``minissd.cuda.norm`` BatchNorm2dGPU, L2NormGPU;  ``minissd.cuda.optim`` clip_grad_norm,
+  sgd_update (twins of ``minissd.nn``'s layers and optimizer)
+- ``minissd.cuda.heads``     MultiBoxHeadGPU                (twin of ``model.heads``)
+- ``minissd.cuda.step``      CudaTrainStep: a whole training step on the GPU (train.py's loop body)
 
-and two helpers: ``minissd.cuda.select`` (a block of threads selecting the k largest values:
-the GPU's ``np.partition``) and ``minissd.cuda.compile_check`` (every kernel compiled to PTX
-without a GPU). docs/cuda.md maps every kernel to its CPU twin and explains where the
+and three helpers: ``minissd.cuda.select`` (a block of threads selecting the k largest values:
+the GPU's ``np.partition``), ``minissd.cuda.reduce`` (block-wide float sums without atomics)
+and ``minissd.cuda.compile_check`` (every kernel compiled to PTX without a GPU). docs/cuda.md maps every kernel to its CPU twin and explains where the
 algorithm differs.
 
 This file is the only place in minissd that imports ``numba.cuda``, and it does so lazily:

@@ -69,14 +69,12 @@ class CudaTrainStep:
 
     def __init__(self, model, lr, momentum=0.9, weight_decay=5e-4, grad_clip=0.0, iou_threshold=0.5,
                  neg_pos_ratio=3, alpha=1.0, nesterov=False, momentum_buffers=None):
-        if not 0 <= iou_threshold <= 1:
-            raise ValueError(f"iou_threshold: expected a number in [0, 1], got {iou_threshold}")
         if nesterov and momentum <= 0:
             raise ValueError("CudaTrainStep: nesterov needs momentum > 0")
         self.model = model
         self.lr, self.momentum, self.weight_decay, self.nesterov = float(lr), float(momentum), \
             float(weight_decay), bool(nesterov)
-        self.grad_clip, self.iou_threshold = float(grad_clip), float(iou_threshold)
+        self.grad_clip, self.iou_threshold = float(grad_clip), cpu_matching._check_threshold(iou_threshold)
         self.neg_pos_ratio, self.alpha = float(neg_pos_ratio), float(alpha)
         self.steps = 0
 
