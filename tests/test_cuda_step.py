@@ -73,6 +73,7 @@ def cpu_step(model, optimizer, images, boxes, labels, lr):
     return loss_l, loss_c, norm
 
 
+@pytest.mark.slow
 def test_cuda_train_step_matches_the_cpu_step(rng):
     cpu_model, gpu_model = SSD(TINY, 2, seed=0), SSD(TINY, 2, seed=0)  # the same initial weights
     optimizer = SGD(list(cpu_model.parameters()), HYPER["lr"], momentum=HYPER["momentum"],
@@ -98,3 +99,17 @@ def test_cuda_train_step_matches_the_cpu_step(rng):
     assert any(not np.array_equal(p.data, SSD(TINY, 2, seed=0).state_dict()[n])
                for n, p in gpu_model.named_parameters())  # the weights did move
     # weights, momentum and running statistics went well
+
+    gpu_optimizer = SGD(list(gpu_model.parameters()), 1.0, momentum=0.9)  # what a checkpoint saves
+    step.to_host(gpu_optimizer)
+    assert gpu_optimizer.lr == 0.02 and all(np.array_equal(a, b) for a, b in zip(gpu_optimizer.buffers, buffers))
+    resumed = CudaTrainStep(gpu_model, **HYPER, momentum_buffers=gpu_optimizer.buffers)  # resuming
+    assert all(np.array_equal(a, b) for a, b in zip(resumed.to_host(), buffers))
+
+
+def test_cuda_train_step_refuses_a_layer_without_twin():
+    from minissd import nn
+    model = SSD(TINY, 2, seed=0)
+    model.stages[1].layers.append(nn.L2Norm(8))  # no GPU twin inside a stage
+    with pytest.raises(ValueError, match="no GPU twin for layer L2Norm"):
+        CudaTrainStep(model, **HYPER)

@@ -14,8 +14,6 @@ one block should walk (every squared gradient of the model) is split in two laun
 block; a second, one-thread launch adds the partials in order.
 """
 
-import numpy as np
-
 from minissd.cuda import require
 
 cuda = require()

@@ -88,6 +88,7 @@ class CudaTrainStep:
         buffers = momentum_buffers or [None] * len(self.params)
         if len(buffers) != len(self.params):
             raise ValueError(f"momentum_buffers: {len(buffers)} buffers for {len(self.params)} parameters")
+        self._has_buffer = [self.momentum != 0 and b is not None for b in buffers]  # SGD's "not None"
         self.buf = cuda.to_device(np.concatenate(
             [np.zeros(p.data.size, np.float32) if b is None else np.asarray(b, np.float32).ravel()
              for p, b in zip(self.params, buffers)]))
@@ -207,6 +208,7 @@ class CudaTrainStep:
         sgd_update(self.data, self.grad, self.buf, self.lr, self.momentum, self.weight_decay, self.nesterov)
         clock.lap("optimizer")
         self.steps += 1
+        self._has_buffer = [self.momentum != 0] * len(self.params)  # every buffer is set now
         return loss_l, loss_c, times
 
     # ---- back to the CPU ----------------------------------------------------------------
@@ -229,8 +231,7 @@ class CudaTrainStep:
             part = slice(self._offsets[i], self._offsets[i + 1])
             p.data[...] = data[part].reshape(p.data.shape)
             p.grad[...] = grad[part].reshape(p.data.shape)
-            has_buffer = self.momentum != 0 and (self.steps > 0 or np.any(buf[part]))
-            buffers.append(buf[part].reshape(p.data.shape).copy() if has_buffer else None)
+            buffers.append(buf[part].reshape(p.data.shape).copy() if self._has_buffer[i] else None)
         for stage in self.stages:
             for layer in stage:
                 if isinstance(layer, BatchNorm2dGPU):
