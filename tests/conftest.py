@@ -6,8 +6,13 @@ must be set before numba is first imported, which is why it is the first thing h
 """
 
 import os
+import sys
 
 os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "1")
+if "numba" in sys.modules:  # a plugin imported numba first: make it read the variable again
+    from numba.core import config as _numba_config
+
+    _numba_config.reload_config()
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
