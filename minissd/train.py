@@ -190,6 +190,94 @@ def save_pictures(out, history, model, dataset, detections, n=8):
     viz.save_figure(fig, os.path.join(out, "detections.png"))
 
 
+class TrainStep:
+    """One SGD step of SSD on the CPU: match, forward, loss, backward, clip, update.
+
+    ``minissd.cuda.step.CudaTrainStep`` is its GPU twin with the same interface, so the loop
+    in ``main`` reads the same on both devices:
+
+    - ``step(images, gt_boxes, gt_labels, lr) -> (loss_l, loss_c, times)``: images (B, 3, S,
+      S) float32, B arrays of ground truth each; times: seconds per stage (match, forward,
+      loss, backward, optimizer). A non-finite loss returns at once: nothing is updated.
+    - ``to_host(optimizer)``: bring the weights back to ``model`` (a no-op here: they live
+      there already); called before every checkpoint and evaluation.
+    """
+
+    def __init__(self, model, optimizer, cfg):
+        self.model, self.optimizer, self.cfg = model, optimizer, cfg
+        self.params = list(model.parameters())
+
+    def __call__(self, images, gt_boxes, gt_labels, lr):
+        cfg, clock = self.cfg, _Clock()
+        # 1. match every image's ground truth to the default boxes -> training targets
+        loc_t, conf_t = match_batch(gt_boxes, gt_labels, self.model.priors, iou_threshold=cfg.iou_threshold)
+        clock.lap("match")
+        # 2. forward: offsets (B, P, 4) and class logits (B, P, C+1) for every default box
+        loc_p, conf_p = self.model.forward(images)
+        clock.lap("forward")
+        # 3. multibox loss with hard negative mining, and its gradient w.r.t. both outputs
+        if not (np.isfinite(loc_p).all() and np.isfinite(conf_p).all()):
+            return math.nan, math.nan, clock.times  # stop before a NaN reaches the weights
+        loss_l, loss_c, dloc, dconf = multibox_loss(loc_p, conf_p, loc_t, conf_t, cfg.neg_pos_ratio, cfg.alpha)
+        clock.lap("loss")
+        if not (math.isfinite(loss_l) and math.isfinite(loss_c)):
+            return loss_l, loss_c, clock.times
+        # 4. backward through heads, extra layers and base network into every .grad
+        self.model.zero_grad()
+        self.model.backward(dloc, dconf)
+        clock.lap("backward")
+        # 5. clip the global gradient norm, set this iteration's learning rate, SGD step
+        norm = global_grad_norm(self.params)
+        if cfg.grad_clip > 0 and norm > cfg.grad_clip:
+            for p in self.params:
+                p.grad *= cfg.grad_clip / norm
+        self.optimizer.lr = lr
+        self.optimizer.step()
+        clock.lap("optimizer")
+        return loss_l, loss_c, clock.times
+
+    def to_host(self, optimizer=None):
+        pass
+
+
+class _Clock:
+    """Seconds between successive ``lap(name)`` calls, into ``times``."""
+
+    def __init__(self):
+        self.times, self._last = {}, time.perf_counter()
+
+    def lap(self, name):
+        now = time.perf_counter()
+        self.times[name], self._last = now - self._last, now
+
+
+def cuda_problem(cfg):
+    """Why ``--device cuda`` cannot run this configuration ("" if it can)."""
+    from . import cuda
+    try:
+        cuda.require()  # a clear error without a GPU or without numba-cuda
+    except RuntimeError as err:
+        return str(err)
+    if cfg.optimizer != "sgd":
+        return f"only SGD has a GPU twin (minissd/cuda/optim.py); --optimizer {cfg.optimizer} runs on the CPU"
+    if cuda.simulating() and os.environ.get("MINISSD_ALLOW_CUDASIM") != "1":
+        return ("NUMBA_ENABLE_CUDASIM=1: numba's CUDA simulator runs every GPU thread in Python, "
+                "far too slow to train on (unset it on a machine with a GPU; the tests set "
+                "MINISSD_ALLOW_CUDASIM=1 to train a toy model on it)")
+    return ""
+
+
+def make_step(cfg, model, optimizer):
+    """The training step for ``cfg.device``: ``TrainStep`` or its GPU twin ``CudaTrainStep``."""
+    if cfg.device != "cuda":
+        return TrainStep(model, optimizer, cfg)
+    from .cuda.step import CudaTrainStep
+    return CudaTrainStep(model, optimizer.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                         grad_clip=cfg.grad_clip, iou_threshold=cfg.iou_threshold,
+                         neg_pos_ratio=cfg.neg_pos_ratio, alpha=cfg.alpha,
+                         momentum_buffers=optimizer.buffers)
+
+
 class StopRequest:
     """Ctrl-C sets a flag the loop checks between iterations, so the checkpoint it then saves
     is never half-updated; a second Ctrl-C interrupts at once."""
@@ -212,18 +300,10 @@ class StopRequest:
 def main(argv=None):
     cfg = parse_args(argv)
     if cfg.device == "cuda":
-        from . import cuda
-        try:
-            cuda.require()  # a clear error without a GPU or without numba-cuda
-        except RuntimeError as err:
-            print(f"--device cuda: {err}", file=sys.stderr)
+        problem = cuda_problem(cfg)
+        if problem:
+            print(f"--device cuda: {problem}", file=sys.stderr)
             return 2
-        # The kernels exist (minissd.cuda: matching, mining, NMS, the convolution), but
-        # BatchNorm, pooling, the loss and the optimizer have no GPU twins yet, so a whole
-        # step cannot stay on the GPU. Say so rather than quietly training on the CPU.
-        print("--device cuda: the GPU training step is not assembled yet (docs/cuda.md lists the "
-              "kernels that exist); train without --device, on the CPU", file=sys.stderr)
-        return 2
     os.makedirs(cfg.out, exist_ok=True)
     ckpt_path = os.path.join(cfg.out, "checkpoint.npz")
     t_start = time.perf_counter()
@@ -251,14 +331,17 @@ def main(argv=None):
                         num_workers=cfg.workers, drop_last=True)
     batches = endless(loader, start)
 
+    step = make_step(cfg, model, optimizer)  # after --resume: it starts from the loaded state
+
     def checkpoint(it):
+        step.to_host(optimizer)  # the GPU step keeps the weights on the GPU until asked
         save_checkpoint(ckpt_path, model, optimizer, it, cfg, rng,
                         extra={"history": history, "classes": train_set.classes,
                                "model": cfg.model, "model_config": model.config.to_dict()})
 
     print(f"model {cfg.model}: input {size}x{size}, {len(priors)} default boxes, "
           f"{sum(p.data.size for p in params):,} parameters; {len(train_set)} train / "
-          f"{len(val_set)} val images; {iters} iterations of {cfg.batch_size}")
+          f"{len(val_set)} val images; {iters} iterations of {cfg.batch_size} on the {cfg.device.upper()}")
     profile = dict.fromkeys(("data", "match", "forward", "loss", "backward", "optimizer", "eval"), 0.0)
     it, status = start, "finished"
     model.train()
@@ -268,48 +351,27 @@ def main(argv=None):
             t0 = time.perf_counter()
             # 1. next batch: augmented, resized, normalised images (B, 3, S, S) and targets
             images, gt_boxes, gt_labels = next(batches)
-            t1 = time.perf_counter()
-            # 2. match every image's ground truth to the default boxes -> training targets
-            loc_t, conf_t = match_batch(gt_boxes, gt_labels, priors, iou_threshold=cfg.iou_threshold)
-            t2 = time.perf_counter()
-            # 3. forward: offsets (B, P, 4) and class logits (B, P, C+1) for every default box
-            loc_p, conf_p = model.forward(images)
-            t3 = time.perf_counter()
-            # 4. multibox loss with hard negative mining, and its gradient w.r.t. both outputs
-            finite = np.isfinite(loc_p).all() and np.isfinite(conf_p).all()
-            if finite:
-                loss_l, loss_c, dloc, dconf = multibox_loss(loc_p, conf_p, loc_t, conf_t,
-                                                            cfg.neg_pos_ratio, cfg.alpha)
-                finite = math.isfinite(loss_l) and math.isfinite(loss_c)
-            if not finite:  # 5. stop before a NaN reaches the weights (and the checkpoint)
-                status = "non-finite loss"
+            profile["data"] += time.perf_counter() - t0
+            # 2. one step: match, forward, loss (+ mining), backward, clip, SGD (TrainStep)
+            lr = lr_at(it)
+            loss_l, loss_c, times = step(images, gt_boxes, gt_labels, lr)
+            if not (math.isfinite(loss_l) and math.isfinite(loss_c)):
+                status = "non-finite loss"  # nothing from this step was applied
                 break
-            t4 = time.perf_counter()
-            # 6. backward through heads, extra layers and base network into every .grad
-            model.zero_grad()
-            model.backward(dloc, dconf)
-            t5 = time.perf_counter()
-            # 7. clip the gradient norm, set this iteration's learning rate, SGD step
-            norm = global_grad_norm(params)
-            if cfg.grad_clip > 0 and norm > cfg.grad_clip:
-                for p in params:
-                    p.grad *= cfg.grad_clip / norm
-            optimizer.lr = lr_at(it)
-            optimizer.step()
-            t6 = time.perf_counter()
-            # 8. log: progress bar, history, per-stage times
-            for key, dt in zip(("data", "match", "forward", "loss", "backward", "optimizer"),
-                               (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t6 - t5)):
+            for key, dt in times.items():
                 profile[key] += dt
-            bar.set_postfix(loc=f"{loss_l:.3f}", conf=f"{loss_c:.3f}", lr=f"{optimizer.lr:.4f}",
-                            img_s=f"{cfg.batch_size / (t6 - t0):.1f}")
+            t1 = time.perf_counter()
+            # 3. log: progress bar, history
+            bar.set_postfix(loc=f"{loss_l:.3f}", conf=f"{loss_c:.3f}", lr=f"{lr:.4f}",
+                            img_s=f"{cfg.batch_size / (t1 - t0):.1f}")
             if it % cfg.log_every == 0 or it == iters - 1:
                 for key, value in (("iteration", it + 1), ("loss_l", loss_l), ("loss_c", loss_c),
-                                   ("lr", optimizer.lr)):
+                                   ("lr", lr)):
                     history[key].append(value)
-            # 9. now and then: validation mAP on a subset, and a checkpoint
+            # 4. now and then: validation mAP on a subset, and a checkpoint
             if cfg.eval_every and (it + 1) % cfg.eval_every == 0 and it + 1 < iters:
                 t = time.perf_counter()
+                step.to_host(optimizer)  # validation runs the CPU model
                 result, _ = validate(model, val_set, max_images=cfg.eval_images)
                 history["eval_iteration"].append(it + 1)
                 history["mAP"].append(result["mAP"])
@@ -336,6 +398,7 @@ def main(argv=None):
 
     # ---- final evaluation on the whole validation split, and the run's outputs -----------
     t = time.perf_counter()
+    step.to_host(optimizer)
     result, detections = validate(model, val_set)
     profile["eval"] += time.perf_counter() - t
     history["eval_iteration"].append(done)

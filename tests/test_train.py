@@ -158,10 +158,10 @@ def test_learning_rate_warms_up_then_anneals():
     assert [step(0), step(50), step(80)] == pytest.approx([1e-3, 1e-4, 1e-5])
 
 
-def test_cuda_device_says_clearly_that_the_gpu_step_is_missing(tmp_path, capsys):
-    # without a GPU: require() names what is missing; with one (or the simulator): the GPU
-    # step is not assembled yet. Either way the run stops at once with status 2, before
-    # touching any data, instead of quietly training on the CPU.
+def test_cuda_device_without_a_gpu_fails_clearly(tmp_path, capsys):
+    # without a GPU: require() names what is missing; on the simulator (the tests' default)
+    # training would take hours. Either way the run stops at once with status 2, before
+    # touching any data, instead of quietly training on the CPU or crawling.
     assert train.main(["--device", "cuda", "--out", str(tmp_path / "run")]) == 2
     assert "--device cuda:" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()

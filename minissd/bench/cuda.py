@@ -181,32 +181,22 @@ def training_step_rows(rng, batch, reps, config=None, num_classes=20):
     from step to step, as in train.py (the weights change, the work does not).
     """
     from minissd.cuda.step import CudaTrainStep
-    from minissd.loss import multibox_loss
-    from minissd.matching import match_batch
     from minissd.model import SSD, TINY_CONFIG
     from minissd.nn import SGD
-    from minissd.train import global_grad_norm
+    from minissd.train import TrainConfig, TrainStep
 
     config = config or TINY_CONFIG
     cpu_model, gpu_model = SSD(config, num_classes, seed=0), SSD(config, num_classes, seed=0)
     S = config.input_size
     images = rng.standard_normal((batch, 3, S, S)).astype(np.float32)
     _, gt_boxes, gt_labels = _ssd300_inputs(rng, batch, objects=3, classes=num_classes)
-    params = list(cpu_model.parameters())
-    optimizer = SGD(params, STEP_HYPER["lr"], momentum=STEP_HYPER["momentum"],
+    optimizer = SGD(list(cpu_model.parameters()), STEP_HYPER["lr"], momentum=STEP_HYPER["momentum"],
                     weight_decay=STEP_HYPER["weight_decay"])
 
-    def cpu_step():  # train.py's steps 2-7: match, forward, loss, backward, clip, SGD
-        loc_t, conf_t = match_batch(gt_boxes, gt_labels, cpu_model.priors)
-        loc, conf = cpu_model.forward(images)
-        _, _, dloc, dconf = multibox_loss(loc, conf, loc_t, conf_t)
-        cpu_model.zero_grad()
-        cpu_model.backward(dloc, dconf)
-        norm = global_grad_norm(params)
-        if norm > STEP_HYPER["grad_clip"]:
-            for p in params:
-                p.grad *= STEP_HYPER["grad_clip"] / norm
-        optimizer.step()
+    train_step = TrainStep(cpu_model, optimizer, TrainConfig(**STEP_HYPER))  # train.py's own step
+
+    def cpu_step():
+        train_step(images, gt_boxes, gt_labels, STEP_HYPER["lr"])
 
     gpu_step = CudaTrainStep(gpu_model, **STEP_HYPER)
     stages = {}

@@ -1,0 +1,44 @@
+"""``python -m minissd.train --device cuda``: train.py's loop with the GPU step, on the simulator.
+
+Two iterations of a mini SSD on a handful of tiny-voc images, once with ``--device cuda``
+(CudaTrainStep) and once on the CPU (TrainStep) from the same seed: the checkpoints must hold
+the same weights, which checks the wiring (learning rate schedule, weights copied back before
+the checkpoint, the optimizer's momentum buffers saved) as well as the step itself."""
+
+import numpy as np
+import pytest
+
+from minissd import train
+from minissd.checkpoint import read_checkpoint
+from minissd.model import SSD
+
+from test_cuda_step import TINY, few_threads  # noqa: F401 (few_threads: an autouse fixture)
+from test_train import voc  # noqa: F401 (a module fixture: 8 train / 4 val images)
+
+try:  # skip only if numba-cuda really cannot be imported (CI must run these)
+    import minissd.cuda  # noqa: F401
+except RuntimeError as e:  # pragma: no cover
+    pytest.skip(f"minissd.cuda unavailable: {e}", allow_module_level=True)
+
+pytestmark = pytest.mark.cuda
+
+
+@pytest.mark.slow
+def test_cuda_device_trains_like_the_cpu(voc, tmp_path, monkeypatch):  # noqa: F811
+    monkeypatch.setenv("MINISSD_ALLOW_CUDASIM", "1")
+    monkeypatch.setattr(train, "build_model", lambda name, num_classes, seed=0: SSD(TINY, num_classes, seed=seed))
+    common = ["--voc-root", voc, "--model", "tiny", "--batch-size", "1", "--workers", "0",
+              "--iters", "2", "--warmup-iters", "1", "--eval-every", "0", "--lr", "0.05"]
+    assert train.main(common + ["--out", str(tmp_path / "cpu")]) == 0
+    assert train.main(common + ["--out", str(tmp_path / "gpu"), "--device", "cuda"]) == 0
+    cpu, cpu_optim, cpu_meta = read_checkpoint(tmp_path / "cpu" / "checkpoint.npz")
+    gpu, gpu_optim, gpu_meta = read_checkpoint(tmp_path / "gpu" / "checkpoint.npz")
+    assert gpu_meta["iteration"] == cpu_meta["iteration"] == 2
+    assert set(gpu) == set(cpu) and set(gpu_optim) == set(cpu_optim)
+    for name in cpu_optim:  # SGD's momentum buffers came back from the GPU too
+        np.testing.assert_allclose(gpu_optim[name], cpu_optim[name], rtol=1e-4, atol=1e-5, err_msg=name)
+    moved = 0
+    for name in cpu:
+        np.testing.assert_allclose(gpu[name], cpu[name], rtol=1e-4, atol=1e-5, err_msg=name)
+        moved += not np.array_equal(cpu[name], SSD(TINY, 6, seed=0).state_dict().get(name, cpu[name]))
+    assert moved  # the weights did change: two real steps were taken
