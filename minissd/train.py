@@ -41,6 +41,8 @@ from .loss import multibox_loss
 from .matching import match_batch
 from .model import build_model
 from .nn import SGD, Adam, Cosine, LinearWarmup, MultiStep
+from .nn.parallel import DataParallel
+from .nn.threads import num_threads
 
 
 @dataclass
@@ -201,11 +203,20 @@ class TrainStep:
       loss, backward, optimizer). A non-finite loss returns at once: nothing is updated.
     - ``to_host(optimizer)``: bring the weights back to ``model`` (a no-op here: they live
       there already); called before every checkpoint and evaluation.
+    - replicas: forward and backward run as ``nn.DataParallel`` over this many threads (each
+      thread the whole network on its share of the batch, BatchNorm per share); default:
+      the nn thread count (``MINISSD_THREADS``) as long as every share keeps at least
+      ``MIN_SHARE`` images; 1 runs the plain model (its layers still use the threads).
     """
 
-    def __init__(self, model, optimizer, cfg):
+    MIN_SHARE = 8  # images per replica: BatchNorm's statistics get noisy on fewer
+
+    def __init__(self, model, optimizer, cfg, replicas=None):
         self.model, self.optimizer, self.cfg = model, optimizer, cfg
         self.params = list(model.parameters())
+        if replicas is None:
+            replicas = max(1, min(num_threads(), cfg.batch_size // self.MIN_SHARE))
+        self.net = DataParallel(model, replicas)
 
     def __call__(self, images, gt_boxes, gt_labels, lr):
         cfg, clock = self.cfg, _Clock()
@@ -213,7 +224,7 @@ class TrainStep:
         loc_t, conf_t = match_batch(gt_boxes, gt_labels, self.model.priors, iou_threshold=cfg.iou_threshold)
         clock.lap("match")
         # 2. forward: offsets (B, P, 4) and class logits (B, P, C+1) for every default box
-        loc_p, conf_p = self.model.forward(images)
+        loc_p, conf_p = self.net.forward(images)
         clock.lap("forward")
         # 3. multibox loss with hard negative mining, and its gradient w.r.t. both outputs
         if not (np.isfinite(loc_p).all() and np.isfinite(conf_p).all()):
@@ -224,7 +235,7 @@ class TrainStep:
             return loss_l, loss_c, clock.times
         # 4. backward through heads, extra layers and base network into every .grad
         self.model.zero_grad()
-        self.model.backward(dloc, dconf)
+        self.net.backward(dloc, dconf)
         clock.lap("backward")
         # 5. clip the global gradient norm, set this iteration's learning rate, SGD step
         norm = global_grad_norm(self.params)

@@ -165,3 +165,12 @@ def test_cuda_device_without_a_gpu_fails_clearly(tmp_path, capsys):
     assert train.main(["--device", "cuda", "--out", str(tmp_path / "run")]) == 2
     assert "--device cuda:" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+def test_train_step_shares_the_batch_only_when_each_share_keeps_eight_images(monkeypatch):
+    monkeypatch.setattr(train, "num_threads", lambda: 4)
+    model = SSD(MINI, 6)
+    optimizer = train.SGD(list(model.parameters()), 0.01)
+    replicas = {B: len(train.TrainStep(model, optimizer, train.TrainConfig(batch_size=B)).net.replicas)
+                for B in (4, 16, 24, 64)}
+    assert replicas == {4: 1, 16: 2, 24: 3, 64: 4}

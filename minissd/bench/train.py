@@ -84,6 +84,8 @@ def main(argv=None) -> int:
     from minissd.model import ssd_tiny
     from minissd.model.summary import layer_table
     from minissd.nn import SGD
+    from minissd.nn.threads import num_threads
+    from minissd.train import TrainConfig, TrainStep
 
     p = argparse.ArgumentParser(prog="python -m minissd.bench train", description=__doc__.split("\n")[0])
     p.add_argument("--batch-size", type=int, default=16, help="images per step (the default training run: 16)")
@@ -104,35 +106,38 @@ def main(argv=None) -> int:
           f"noisy)\nssd_tiny: input {S}, {model.num_priors} default boxes, batch {B}, "
           f"{args.workers} loader thread(s)\n")
 
-    def step(times):
+    cfg = TrainConfig(lr=0.01)
+
+    def step(times, train_step):  # train.py's iteration: next batch, then TrainStep
         t0 = time.perf_counter()
         images, targets = next(batches)
-        t1 = time.perf_counter()
-        loc_t, conf_t = match_batch([t[0] for t in targets], [t[1] for t in targets], model.priors)
-        t2 = time.perf_counter()
-        loc_p, conf_p = model.forward(images)
-        t3 = time.perf_counter()
-        _, _, dloc, dconf = multibox_loss(loc_p, conf_p, loc_t, conf_t)
-        t4 = time.perf_counter()
-        model.zero_grad()
-        model.backward(dloc, dconf)
-        t5 = time.perf_counter()
-        optimizer.step()
-        t6 = time.perf_counter()
-        for k, dt in zip(STAGES, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t6 - t5)):
+        times["data"] += time.perf_counter() - t0
+        _, _, stage_times = train_step(images, [t[0] for t in targets], [t[1] for t in targets], cfg.lr)
+        for k, dt in stage_times.items():
             times[k] += dt
 
-    warm = dict.fromkeys(STAGES, 0.0)
-    for _ in range(2):  # compile / load Numba's cache, fill the loader's queue
-        step(warm)
-    times = dict.fromkeys(STAGES, 0.0)
-    for _ in range(args.steps):
-        step(times)
+    def measure(train_step):
+        warm = dict.fromkeys(STAGES, 0.0)
+        for _ in range(2):  # compile / load Numba's cache, fill the loader's queue
+            step(warm, train_step)
+        times = dict.fromkeys(STAGES, 0.0)
+        for _ in range(args.steps):
+            step(times, train_step)
+        return times
+
+    threads = num_threads()
+    times = measure(TrainStep(model, optimizer, cfg))  # what train.py runs
     total = sum(times.values())
-    print(f"training step: {B * args.steps / total:.1f} images/s ({total / args.steps:.3f} s per batch of {B})")
+    print(f"training step: {B * args.steps / total:.1f} images/s ({total / args.steps:.3f} s per batch of {B}; "
+          f"{threads} thread(s), each the whole network on its share of the batch)")
     print(f"{'stage':>10s} {'s/step':>8s} {'share':>6s}")
     for k in STAGES:
         print(f"{k:>10s} {times[k] / args.steps:8.3f} {times[k] / total:6.1%}")
+    if threads > 1:  # baseline 0: the same step with the threads sharing each layer instead
+        layerwise = measure(TrainStep(model, optimizer, cfg, replicas=1))
+        lw_total = sum(layerwise.values())
+        print(f"baseline: the {threads} threads splitting each layer's products instead (replicas=1): "
+              f"{B * args.steps / lw_total:.1f} images/s ({lw_total / args.steps:.3f} s per batch)")
 
     # baseline 1: the step's arithmetic at the machine's matmul rate
     macs = layer_table(model.config, len(ds.classes))[-1]["macs"] * B

@@ -25,13 +25,16 @@ products included).
 
 import ctypes
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
 import numba
 import numpy as np
 
 _pool = None
 _num_threads = None
+_local = threading.local()  # per thread: .inline, set by inline()
 
 
 def num_threads():
@@ -97,16 +100,33 @@ def single_threaded_blas():
     return _blas_is_single
 
 
+@contextmanager
+def inline():
+    """Within this block, ``run_pieces`` runs every piece in the calling thread.
+
+    For callers that parallelise at a coarser grain themselves (``parallel.DataParallel``
+    gives each thread a whole share of the batch): their threads must not queue work on the
+    shared pool as well.
+    """
+    before = getattr(_local, "inline", False)
+    _local.inline = True
+    try:
+        yield
+    finally:
+        _local.inline = before
+
+
 def run_pieces(function, pieces):
     """``[function(p) for p in pieces]``, the pieces shared out among the pool's threads.
 
     The results come back in the order of ``pieces``. One piece, or a pool of one thread,
-    runs in the calling thread: small layers pay no thread hand-over.
+    or a call inside ``inline()``, runs in the calling thread: small layers pay no thread
+    hand-over.
     """
     global _pool
     pieces = list(pieces)
     blas_is_ours = single_threaded_blas()  # first: one thread must mean one thread for BLAS too
-    if len(pieces) == 1 or num_threads() == 1 or not blas_is_ours:
+    if len(pieces) == 1 or num_threads() == 1 or not blas_is_ours or getattr(_local, "inline", False):
         return [function(p) for p in pieces]
     if _pool is None:
         _pool = ThreadPoolExecutor(max_workers=num_threads(), thread_name_prefix="minissd-nn")
