@@ -174,3 +174,14 @@ def test_train_step_shares_the_batch_only_when_each_share_keeps_eight_images(mon
     replicas = {B: len(train.TrainStep(model, optimizer, train.TrainConfig(batch_size=B)).net.replicas)
                 for B in (4, 16, 24, 64)}
     assert replicas == {4: 1, 16: 2, 24: 3, 64: 4}
+
+
+def test_light_augmentation_curriculum_covers_the_first_epochs_then_the_papers():
+    sched = train.augmentation_schedule(train.TrainConfig(light_first=0.4), MINI, epochs=10)
+    names = [repr(sched(e)) for e in range(10)]
+    assert all("expand" not in n for n in names[:4])  # epochs 0-3: colour + flip
+    assert all("expand" in n and "crop" in n for n in names[4:])  # then zoom out and IoU crop too
+    off = train.augmentation_schedule(train.TrainConfig(light_first=0.0), MINI, epochs=10)
+    assert all("expand" in repr(off(e)) for e in range(10))
+    light = train.augmentation_schedule(train.TrainConfig(augment="light", light_first=0.4), MINI, epochs=10)
+    assert all("expand" not in repr(light(e)) for e in range(10))
