@@ -89,18 +89,20 @@ SSD300_CONFIG = SSDConfig(name="ssd300", tables=SSD300_TABLES, priors=SSD300_VOC
 # ---- tiny SSD for tiny-voc ---------------------------------------------------------------------
 # Input 128; the tiny-voc objects span ~7% to ~65% of the image side. Five source maps,
 # 16, 8, 4, 2, 1 (strides 8, 16, 32, 64, 128 pixels), the same idea as SSD300's six: early
-# large maps with small boxes, late small maps with large boxes. A stride-2 first convolution
-# skips the costly full-resolution layer. docs/ch06-network.md has the reasoning (receptive
-# field of each map against its box sizes) and the costs.
+# large maps with small boxes, late small maps with large boxes. Narrow and shallow where the
+# maps are large (a stride-2 first convolution, one conv at 32x32), wide where they are small
+# (192 channels from 8x8 on): a conv at 8x8 costs a quarter of the same conv at 16x16.
+# docs/ch06-network.md has the reasoning (receptive field of each map against its box
+# sizes), the costs and the A/B runs that chose this layout.
 TINY_TABLES = (
-    # 128 -> 64 -> 32 (two stride-2 convs) -> 16: source 1, 16x16x128 (stride 8)
-    (("conv", 16, 3, 2, 1, 1), ("conv", 32, 3, 2, 1, 1), 64, 64, "M", 128, 128),
-    # 16 -> 8: source 2, 8x8x128 (stride 16)
-    ("M", 128, 128),
+    # 128 -> 64 -> 32 (two stride-2 convs), one conv at 32x32 -> 16: source 1, 16x16x128 (stride 8)
+    (("conv", 16, 3, 2, 1, 1), ("conv", 32, 3, 2, 1, 1), 64, "M", 128, 128),
+    # 16 -> 8: source 2, 8x8x192 (stride 16)
+    ("M", 192, 192),
     # 8 -> 4 -> 2 -> 1: sources 3-5, the extra layers (1x1 bottleneck, then 3x3 stride 2)
-    (("conv", 64, 1, 1, 0, 1), ("conv", 128, 3, 2, 1, 1)),
-    (("conv", 64, 1, 1, 0, 1), ("conv", 128, 3, 2, 1, 1)),
-    (("conv", 64, 1, 1, 0, 1), ("conv", 128, 3, 2, 1, 1)),
+    (("conv", 96, 1, 1, 0, 1), ("conv", 192, 3, 2, 1, 1)),
+    (("conv", 96, 1, 1, 0, 1), ("conv", 192, 3, 2, 1, 1)),
+    (("conv", 96, 1, 1, 0, 1), ("conv", 192, 3, 2, 1, 1)),
 )
 # Scales: 0.1 on the 16x16 map (13 px boxes for the smallest objects), then the paper's linear
 # rule from 0.2 to 0.8 over the other four maps; aspect ratios {1, 2, 1/2} everywhere (the
