@@ -6,18 +6,15 @@ import pytest
 from minissd import nn
 
 try:  # skip only if numba-cuda really cannot be imported (CI must run these)
-    import minissd.cuda as mc
     from minissd.cuda.activation import ReLUGPU
 except RuntimeError as e:  # pragma: no cover - the reason is shown by pytest -ra
     pytest.skip(f"minissd.cuda unavailable: {e}", allow_module_level=True)
 
-pytestmark = pytest.mark.cuda
+pytestmark = [pytest.mark.cuda, pytest.mark.usefixtures("small_cuda_launches")]  # conftest.py
 
 
-def test_cuda_relu_matches_cpu(rng, monkeypatch):
-    if mc.simulating():  # one block of 32 threads walks the 2*3*5*7 = 210 entries (grid-stride)
-        monkeypatch.setattr(mc, "MAX_BLOCKS_1D", 1)
-        monkeypatch.setattr(mc, "THREADS_1D", 32)
+def test_cuda_relu_matches_cpu(rng):
+    # on the simulator one block of 32 threads walks the 2*3*5*7 = 210 entries (grid-stride)
     x = rng.standard_normal((2, 3, 5, 7)).astype(np.float32)
     x[0, 0, 0, :3] = [0.0, -0.0, 1e-30]  # the kink: 0 passes no gradient, a tiny positive does
     g = rng.standard_normal(x.shape).astype(np.float32)

@@ -11,7 +11,7 @@ except RuntimeError as e:  # pragma: no cover - the reason is shown by pytest -r
 
 from minissd.bench import cuda as bench  # noqa: E402
 
-pytestmark = pytest.mark.cuda
+pytestmark = [pytest.mark.cuda, pytest.mark.usefixtures("small_cuda_launches")]  # conftest.py
 
 
 def test_cuda_bench_refuses_to_time_the_simulator(capsys):
@@ -22,16 +22,9 @@ def test_cuda_bench_refuses_to_time_the_simulator(capsys):
 
 
 @pytest.mark.slow
-def test_cuda_bench_rows_run_on_tiny_sizes(monkeypatch):
+def test_cuda_bench_rows_run_on_tiny_sizes():
     # Not a timing (the simulator's times mean nothing): a check that every row's code runs,
-    # since the machine that writes it may have no GPU. Blocks of 8 threads on the simulator:
-    # each cuda.syncthreads() of the NMS and best-prior kernels is a barrier of Python threads.
-    # (Not on a GPU: there REDUCE_THREADS, a shared array's size, is compiled in once.)
-    from minissd.cuda import matching, nms, select
-    if mc.simulating():
-        monkeypatch.setattr(nms, "NMS_THREADS", 8)
-        monkeypatch.setattr(matching, "REDUCE_THREADS", 8)
-        monkeypatch.setattr(select, "SELECT_THREADS", 8)
+    # since the machine that writes it may have no GPU.
     rows = bench.run(batch=2, reps=0, conv_shapes=((2, 4),), tiny=False, num_priors=40, num_classes=2)
     assert [r[0].split()[0] for r in rows] == ["iou", "match_batch", "its", "mining", "detect", "conv"]
     assert all(cpu > 0 and gpu > 0 for _, cpu, gpu in rows)
@@ -46,18 +39,10 @@ def test_cuda_bench_finds_the_tiny_models_convs():
 
 
 @pytest.mark.slow
-def test_cuda_bench_training_step_row_runs(monkeypatch, capsys):
+def test_cuda_bench_training_step_row_runs(capsys):
     # The whole-step row on test_cuda_step's very small SSD (the tiny-voc model would take the
     # simulator many minutes): both steps run, and the table prints the ratio and the goal.
     import test_cuda_step
-    from minissd.cuda import matching, optim, reduce, select
-    if mc.simulating():
-        monkeypatch.setattr(mc, "THREADS_1D", 32)
-        monkeypatch.setattr(mc, "MAX_BLOCKS_1D", 1)
-        monkeypatch.setattr(reduce, "SUM_THREADS", 8)
-        monkeypatch.setattr(optim, "NORM_BLOCKS", 2)
-        monkeypatch.setattr(select, "SELECT_THREADS", 8)
-        monkeypatch.setattr(matching, "REDUCE_THREADS", 8)
     rows = bench.training_step_rows(np.random.default_rng(0), batch=1, reps=0, config=test_cuda_step.TINY,
                                     num_classes=2)
     assert rows[0][0] == "tiny: whole training step x1" and rows[0][1] > 0 and rows[0][2] > 0

@@ -11,7 +11,7 @@ try:  # skip only if numba-cuda really cannot be imported (CI must run these)
 except RuntimeError as e:  # pragma: no cover - the reason is shown by pytest -ra
     pytest.skip(f"minissd.cuda unavailable: {e}", allow_module_level=True)
 
-pytestmark = pytest.mark.cuda
+pytestmark = [pytest.mark.cuda, pytest.mark.usefixtures("small_cuda_launches")]  # conftest.py
 
 
 def random_corner_boxes(rng, n, dtype=np.float32):

@@ -10,12 +10,23 @@ from minissd import nn
 from minissd.nn import conv as cpu_conv
 
 try:  # skip only if numba-cuda really cannot be imported (CI must run these)
+    import minissd.cuda as mc
     from minissd.cuda import conv as cuda_conv
     from minissd.cuda import require, simulating
 except RuntimeError as e:  # pragma: no cover - the reason is shown by pytest -ra
     pytest.skip(f"minissd.cuda unavailable: {e}", allow_module_level=True)
 
-pytestmark = pytest.mark.cuda
+pytestmark = [pytest.mark.cuda, pytest.mark.usefixtures("small_cuda_launches")]  # conftest.py
+
+
+@pytest.fixture(autouse=True)
+def several_1d_blocks(small_cuda_launches, monkeypatch):
+    """conftest's small blocks, but deliberately up to 4 blocks of 32 for the 1-D kernels, not 1:
+    these tests are the only ones that launch the im2col gather/scatter, layout and bias kernels
+    with more than one block (e.g. 288 outputs: 4 blocks, each thread striding over 3 items), so
+    a kernel that got its offset or stride from the block alone would fail here."""
+    if simulating():
+        monkeypatch.setattr(mc, "MAX_BLOCKS_1D", 4)
 
 # (C_in, C_out, k, stride, padding, dilation, H, W): kept tiny, the simulator runs Python per thread
 CASES = [

@@ -8,20 +8,11 @@ from minissd import loss
 
 try:  # skip only if numba-cuda really cannot be imported (CI must run these)
     from minissd.cuda import loss as cuda_loss
-    from minissd.cuda import require, select, simulating
+    from minissd.cuda import require
 except RuntimeError as e:  # pragma: no cover - the reason is shown by pytest -ra
     pytest.skip(f"minissd.cuda unavailable: {e}", allow_module_level=True)
 
-pytestmark = pytest.mark.cuda
-
-
-@pytest.fixture(autouse=True)
-def small_blocks(monkeypatch):
-    """Blocks of 8 threads on the simulator (each cuda.syncthreads() is a barrier of Python
-    threads), which also gives each thread a longer chunk of priors. Not on a GPU, where the
-    block size is compiled into the kernel once."""
-    if simulating():
-        monkeypatch.setattr(select, "SELECT_THREADS", 8)
+pytestmark = [pytest.mark.cuda, pytest.mark.usefixtures("small_cuda_launches")]  # conftest.py
 
 
 def test_cuda_mining_worked_example():
@@ -91,13 +82,8 @@ def loss_case(rng, B=3, P=30, K=4):
 
 
 @pytest.mark.parametrize("alpha", [1.0, 0.5])
-def test_cuda_multibox_loss_matches_cpu(rng, monkeypatch, alpha):
-    if simulating():  # one grid-stride block of 32 threads, summing blocks of 8
-        import minissd.cuda as mc
-        from minissd.cuda import reduce
-        monkeypatch.setattr(mc, "MAX_BLOCKS_1D", 1)
-        monkeypatch.setattr(mc, "THREADS_1D", 32)
-        monkeypatch.setattr(reduce, "SUM_THREADS", 8)
+def test_cuda_multibox_loss_matches_cpu(rng, alpha):
+    # on the simulator: one grid-stride block of 32 threads, summing blocks of 8
     loc_p, conf_p, loc_t, conf_t = loss_case(rng)
     loss_l, loss_c, dloc, dconf = loss.multibox_loss(loc_p, conf_p, loc_t, conf_t, alpha=alpha)
     g_loss_l, g_loss_c, g_dloc, g_dconf = cuda_loss.multibox_loss(loc_p, conf_p, loc_t, conf_t, alpha=alpha)

@@ -7,21 +7,12 @@ import naive
 from minissd import nms as cpu_nms
 
 try:  # skip only if numba-cuda really cannot be imported (CI must run these)
+    import minissd.cuda as mc
     from minissd.cuda import nms as cuda_nms
-    from minissd.cuda import select, simulating
 except RuntimeError as e:  # pragma: no cover - the reason is shown by pytest -ra
     pytest.skip(f"minissd.cuda unavailable: {e}", allow_module_level=True)
 
-pytestmark = pytest.mark.cuda
-
-
-@pytest.fixture(autouse=True)
-def small_blocks(monkeypatch):
-    """Blocks of 8 threads on the simulator, where each cuda.syncthreads() is a barrier of
-    Python threads; several steps of NMS and of the selections then share a thread."""
-    if simulating():
-        monkeypatch.setattr(cuda_nms, "NMS_THREADS", 8)
-        monkeypatch.setattr(select, "SELECT_THREADS", 8)
+pytestmark = [pytest.mark.cuda, pytest.mark.usefixtures("small_cuda_launches")]  # conftest.py
 
 
 def clustered_boxes(rng, n):
@@ -60,9 +51,13 @@ def test_cuda_nms_empty_and_refusals():
         cuda_nms.nms(np.zeros((1, 4)), np.zeros(1), 1.5)
 
 
-def test_cuda_detect_matches_cpu(rng):
+def test_cuda_detect_matches_cpu(rng, monkeypatch):
     # 2 images, 40 priors, 3 classes + background. Small caps so that they bite: 6 boxes per
     # class enter NMS (of ~10-25 above the threshold), and 5 detections per image come out.
+    # Deliberately several 1-D blocks on the simulator (conftest has 1): the decode, clip and
+    # softmax kernels get more than one block only here (80 rows -> 3 blocks of 32, 320 values -> 4).
+    if mc.simulating():
+        monkeypatch.setattr(mc, "MAX_BLOCKS_1D", 4)
     priors = np.concatenate([rng.uniform(0.3, 0.7, (40, 2)), rng.uniform(0.1, 0.4, (40, 2))], 1)
     loc = rng.normal(0, 1, (2, 40, 4)).astype(np.float32)
     conf = rng.normal(0, 2, (2, 40, 4)).astype(np.float32)

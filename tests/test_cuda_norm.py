@@ -6,23 +6,11 @@ import pytest
 from minissd import nn
 
 try:  # skip only if numba-cuda really cannot be imported (CI must run these)
-    import minissd.cuda as mc
-    from minissd.cuda import reduce
     from minissd.cuda.norm import BatchNorm2dGPU, L2NormGPU
 except RuntimeError as e:  # pragma: no cover - the reason is shown by pytest -ra
     pytest.skip(f"minissd.cuda unavailable: {e}", allow_module_level=True)
 
-pytestmark = pytest.mark.cuda
-
-
-@pytest.fixture(autouse=True)
-def few_threads(monkeypatch):
-    """Blocks of 8 summing threads and one grid-stride block of 32 on the simulator (each
-    cuda.syncthreads() is a barrier of Python threads). Not on a GPU (compiled in once)."""
-    if mc.simulating():
-        monkeypatch.setattr(reduce, "SUM_THREADS", 8)
-        monkeypatch.setattr(mc, "MAX_BLOCKS_1D", 1)
-        monkeypatch.setattr(mc, "THREADS_1D", 32)
+pytestmark = [pytest.mark.cuda, pytest.mark.usefixtures("small_cuda_launches")]  # conftest.py
 
 
 def test_cuda_batchnorm_training_matches_cpu(rng):

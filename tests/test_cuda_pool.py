@@ -6,20 +6,11 @@ import pytest
 from minissd import nn
 
 try:  # skip only if numba-cuda really cannot be imported (CI must run these)
-    import minissd.cuda as mc
     from minissd.cuda.pool import MaxPool2dGPU
 except RuntimeError as e:  # pragma: no cover - the reason is shown by pytest -ra
     pytest.skip(f"minissd.cuda unavailable: {e}", allow_module_level=True)
 
-pytestmark = pytest.mark.cuda
-
-
-@pytest.fixture(autouse=True)
-def few_threads(monkeypatch):
-    """One block of 32 threads per launch on the simulator (the loops are grid-stride)."""
-    if mc.simulating():
-        monkeypatch.setattr(mc, "MAX_BLOCKS_1D", 1)
-        monkeypatch.setattr(mc, "THREADS_1D", 32)
+pytestmark = [pytest.mark.cuda, pytest.mark.usefixtures("small_cuda_launches")]  # conftest.py
 
 
 @pytest.mark.parametrize("k, s, p, ceil", [

@@ -13,13 +13,11 @@ from minissd.priors import PriorConfig
 from minissd.train import TrainConfig, TrainStep, global_grad_norm
 
 try:  # skip only if numba-cuda really cannot be imported (CI must run these)
-    import minissd.cuda as mc
-    from minissd.cuda import matching, optim, reduce, select, simulating
     from minissd.cuda.step import CudaTrainStep
 except RuntimeError as e:  # pragma: no cover - the reason is shown by pytest -ra
     pytest.skip(f"minissd.cuda unavailable: {e}", allow_module_level=True)
 
-pytestmark = pytest.mark.cuda
+pytestmark = [pytest.mark.cuda, pytest.mark.usefixtures("small_cuda_launches")]  # conftest.py
 
 TINY = SSDConfig(
     name="test", batch_norm=True, l2norm_first=True,
@@ -28,21 +26,6 @@ TINY = SSDConfig(
     priors=PriorConfig.from_scales(32, (4, 2), s_min=0.2, s_max=0.8, aspect_ratios=((), ())))
 HYPER = dict(lr=0.05, momentum=0.9, weight_decay=5e-4, grad_clip=1.0, iou_threshold=0.5, neg_pos_ratio=3,
              alpha=1.0)
-
-
-@pytest.fixture(autouse=True)
-def few_threads(monkeypatch):
-    """Few Python threads per launch on the simulator (it pays per thread, and per barrier):
-    grid-stride launches of one block of 32, reducing blocks of 8. (The matmul keeps its
-    16 x 16 tiles: smaller tiles mean more blocks and barriers, slower here.) Not on a GPU,
-    where block sizes are compiled into the kernels once."""
-    if simulating():
-        monkeypatch.setattr(mc, "THREADS_1D", 32)
-        monkeypatch.setattr(mc, "MAX_BLOCKS_1D", 1)
-        monkeypatch.setattr(reduce, "SUM_THREADS", 8)
-        monkeypatch.setattr(optim, "NORM_BLOCKS", 2)
-        monkeypatch.setattr(select, "SELECT_THREADS", 8)
-        monkeypatch.setattr(matching, "REDUCE_THREADS", 8)
 
 
 def batch(rng, B=2):

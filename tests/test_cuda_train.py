@@ -12,7 +12,7 @@ from minissd import train
 from minissd.checkpoint import read_checkpoint
 from minissd.model import SSD
 
-from test_cuda_step import TINY, few_threads  # noqa: F401 (few_threads: an autouse fixture)
+from test_cuda_step import TINY
 from test_train import voc  # noqa: F401 (a module fixture: 8 train / 4 val images)
 
 try:  # skip only if numba-cuda really cannot be imported (CI must run these)
@@ -20,7 +20,7 @@ try:  # skip only if numba-cuda really cannot be imported (CI must run these)
 except RuntimeError as e:  # pragma: no cover
     pytest.skip(f"minissd.cuda unavailable: {e}", allow_module_level=True)
 
-pytestmark = pytest.mark.cuda
+pytestmark = [pytest.mark.cuda, pytest.mark.usefixtures("small_cuda_launches")]  # conftest.py
 
 
 @pytest.mark.slow
