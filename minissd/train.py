@@ -62,7 +62,7 @@ class TrainConfig:
     # ---- model -----------------------------------------------------------------------------
     model: str = "tiny"      # "tiny" (tiny-voc) or "ssd300" (the paper's VGG16 SSD300)
     # ---- optimisation (SSD: SGD, momentum 0.9, weight decay 5e-4, batch 32) -----------------
-    iters: int = 3400        # 54k images: ~14 min end to end on 2 cores (docs/training-results.md)
+    iters: int = 3200        # 51k images: ~14 min end to end on 2 cores (docs/training-results.md)
     epochs: float = 0.0      # if > 0: iters = epochs * len(train set) / batch_size
     batch_size: int = 16     # the paper: 32; 16 is 1.5x faster per image here and updates twice as often
     optimizer: str = "sgd"   # "sgd" (the paper's) or "adam"
