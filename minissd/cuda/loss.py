@@ -113,26 +113,33 @@ def hard_negative_mining(bg_loss, conf_t, neg_pos_ratio=3):
 
 # ---- the multibox loss -------------------------------------------------------------------
 
+@cuda.jit(device=True)
+def log_sum_exp(conf, b, p):
+    """log(sum_k exp(conf[b, p, k])), stable: the largest logit m is taken out first,
+    log sum exp(c) = m + log sum exp(c - m), so no exponent exceeds 0 (the sum is float64,
+    as on the CPU). A device function: the loss and detect's softmax both call it."""
+    K = conf.shape[2]
+    m = conf[b, p, 0]
+    for k in range(1, K):
+        m = max(m, conf[b, p, k])
+    s = 0.0
+    for k in range(K):
+        s += math.exp(conf[b, p, k] - m)
+    return m + math.log(s)
+
+
 @cuda.jit
 def log_sum_exp_kernel(conf, out):
     """``out[b, p] = log(sum_k exp(conf[b, p, k]))``, stable; one thread per prior (twin of ``_log_sum_exp``).
 
     - conf: (B, P, K) float32; out: (B, P) float32, written.
-    The largest logit m is taken out first, log sum exp(c) = m + log sum exp(c - m), so no
-    exponent exceeds 0; the sum is float64, as on the CPU.
     """
     start = cuda.grid(1)
     stride = cuda.gridsize(1)
     B, P, K = conf.shape
     for e in range(start, B * P, stride):
         b, p = e // P, e % P
-        m = conf[b, p, 0]
-        for k in range(1, K):
-            m = max(m, conf[b, p, k])
-        s = 0.0
-        for k in range(K):
-            s += math.exp(conf[b, p, k] - m)
-        out[b, p] = m + math.log(s)
+        out[b, p] = log_sum_exp(conf, b, p)
 
 
 @cuda.jit

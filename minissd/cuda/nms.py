@@ -29,6 +29,7 @@ from minissd.boxes import VARIANCES
 from minissd.cuda import blocks_for, is_device_array, launch_1d, require, to_device
 from minissd.cuda import select
 from minissd.cuda.boxes import _box_iou_gpu, decode_kernel
+from minissd.cuda.loss import log_sum_exp
 from minissd.cuda.select import SCRATCH_SIZE, block_sum, chunk, order_key, sorted_selection
 
 cuda = require()
@@ -101,15 +102,9 @@ def softmax_kernel(conf, scores):
     B, P, K = conf.shape
     for e in range(start, B * P, stride):
         b, p = e // P, e % P
-        top = conf[b, p, 0]
-        for c in range(1, K):
-            top = max(top, conf[b, p, c])
-        total = 0.0
+        lse = log_sum_exp(conf, b, p)  # minissd/cuda/loss.py
         for c in range(K):
-            total += math.exp(conf[b, p, c] - top)
-        log_total = math.log(total)
-        for c in range(K):
-            scores[b, p, c] = math.exp(conf[b, p, c] - top - log_total)
+            scores[b, p, c] = math.exp(conf[b, p, c] - lse)
 
 
 @cuda.jit
