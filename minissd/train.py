@@ -37,12 +37,10 @@ from .data.augment import (Compose, normalize, photometric_distort, random_flip,
 from .data.loader import DataLoader
 from .detect import predict_dataset
 from .evaluate import evaluate_detections, format_ap_table
-from .loss import multibox_loss
-from .matching import match_batch
 from .model import build_model
 from .nn import SGD, Adam, Cosine, LinearWarmup, MultiStep
-from .nn.parallel import DataParallel
 from .nn.threads import num_threads
+from .workers import StepWorkers, share_step
 
 
 @dataclass
@@ -222,65 +220,56 @@ class TrainStep:
     - ``step(images, gt_boxes, gt_labels, lr) -> (loss_l, loss_c, times)``: images (B, 3, S,
       S) float32, B arrays of ground truth each; times: seconds per stage (match, forward,
       loss, backward, optimizer). A non-finite loss returns at once: nothing is updated.
-    - ``to_host(optimizer)``: bring the weights back to ``model`` (a no-op here: they live
-      there already); called before every checkpoint and evaluation.
-    - replicas: forward and backward run as ``nn.DataParallel`` over this many threads (each
-      thread the whole network on its share of the batch, BatchNorm per share); default:
-      the nn thread count (``MINISSD_THREADS``) as long as every share keeps at least
-      ``MIN_SHARE`` images; 1 runs the plain model (its layers still use the threads).
+    - ``to_host(optimizer)``: make ``model`` complete (the weights live there already; the
+      workers' BatchNorm running statistics are averaged into it); called before every
+      checkpoint and evaluation. ``close()`` ends the worker processes.
+    - workers: match, forward, loss and backward run in this many processes, each on its
+      share of the batch (``minissd.workers``: weights in shared memory, BatchNorm per
+      share); default: the nn thread count (``MINISSD_THREADS``, else the cores) as long as
+      every share keeps at least ``MIN_SHARE`` images; 1 runs them in this process.
     """
 
-    MIN_SHARE = 8  # images per replica: BatchNorm's statistics get noisy on fewer
+    MIN_SHARE = 8  # images per worker: BatchNorm's statistics get noisy on fewer
 
-    def __init__(self, model, optimizer, cfg, replicas=None):
+    def __init__(self, model, optimizer, cfg, workers=None):
         self.model, self.optimizer, self.cfg = model, optimizer, cfg
         self.params = list(model.parameters())
-        if replicas is None:
-            replicas = max(1, min(num_threads(), cfg.batch_size // self.MIN_SHARE))
-        self.net = DataParallel(model, replicas)
+        if workers is None:
+            workers = max(1, min(num_threads(), cfg.batch_size // self.MIN_SHARE))
+        self.loss_args = dict(iou_threshold=cfg.iou_threshold, neg_pos_ratio=cfg.neg_pos_ratio, alpha=cfg.alpha)
+        self.workers = StepWorkers(model, workers, cfg.batch_size, self.loss_args) if workers > 1 else None
 
     def __call__(self, images, gt_boxes, gt_labels, lr):
-        cfg, clock = self.cfg, _Clock()
-        # 1. match every image's ground truth to the default boxes -> training targets
-        loc_t, conf_t = match_batch(gt_boxes, gt_labels, self.model.priors, iou_threshold=cfg.iou_threshold)
-        clock.lap("match")
-        # 2. forward: offsets (B, P, 4) and class logits (B, P, C+1) for every default box
-        loc_p, conf_p = self.net.forward(images)
-        clock.lap("forward")
-        # 3. multibox loss with hard negative mining, and its gradient w.r.t. both outputs
-        if not (np.isfinite(loc_p).all() and np.isfinite(conf_p).all()):
-            return math.nan, math.nan, clock.times  # stop before a NaN reaches the weights
-        loss_l, loss_c, dloc, dconf = multibox_loss(loc_p, conf_p, loc_t, conf_t, cfg.neg_pos_ratio, cfg.alpha)
-        clock.lap("loss")
+        cfg = self.cfg
+        # 1-4. match, forward, multibox loss (+ mining), backward: gradients in every .grad
+        if self.workers is not None:  # shared among the worker processes
+            loss_l, loss_c, times = self.workers.step(images, gt_boxes, gt_labels)
+        else:
+            self.model.zero_grad()
+            loss_l, loss_c, _, times = share_step(self.model, images, gt_boxes, gt_labels, self.loss_args)
         if not (math.isfinite(loss_l) and math.isfinite(loss_c)):
-            return loss_l, loss_c, clock.times
-        # 4. backward through heads, extra layers and base network into every .grad
-        self.model.zero_grad()
-        self.net.backward(dloc, dconf)
-        clock.lap("backward")
+            return loss_l, loss_c, times  # stopped before a NaN reached the weights
         # 5. clip the global gradient norm, set this iteration's learning rate, SGD step
+        t = time.perf_counter()
         norm = global_grad_norm(self.params)
         if cfg.grad_clip > 0 and norm > cfg.grad_clip:
             for p in self.params:
                 p.grad *= cfg.grad_clip / norm
         self.optimizer.lr = lr
         self.optimizer.step()
-        clock.lap("optimizer")
-        return loss_l, loss_c, clock.times
+        times["optimizer"] = time.perf_counter() - t
+        return loss_l, loss_c, times
 
     def to_host(self, optimizer=None):
-        pass
+        if self.workers is not None:
+            self.workers.pull_buffers()
 
-
-class _Clock:
-    """Seconds between successive ``lap(name)`` calls, into ``times``."""
-
-    def __init__(self):
-        self.times, self._last = {}, time.perf_counter()
-
-    def lap(self, name):
-        now = time.perf_counter()
-        self.times[name], self._last = now - self._last, now
+    def close(self):
+        """Average the workers' BatchNorm statistics into the model, then end the workers."""
+        if self.workers is not None:
+            self.to_host()
+            self.workers.close()
+            self.workers = None
 
 
 def cuda_problem(cfg):
@@ -373,7 +362,8 @@ def main(argv=None):
 
     print(f"model {cfg.model}: input {size}x{size}, {len(priors)} default boxes, "
           f"{sum(p.data.size for p in params):,} parameters; {len(train_set)} train / "
-          f"{len(val_set)} val images; {iters} iterations of {cfg.batch_size} on the {cfg.device.upper()}")
+          f"{len(val_set)} val images; {iters} iterations of {cfg.batch_size} on the {cfg.device.upper()}"
+          + (f", {step.workers.n} worker processes" if getattr(step, "workers", None) else ""))
     profile = dict.fromkeys(("data", "match", "forward", "loss", "backward", "optimizer", "eval"), 0.0)
     it, status = start, "finished"
     model.train()
@@ -415,6 +405,7 @@ def main(argv=None):
                 break
     bar.close()
     batches.close()  # stops the loader's background threads
+    step.close()  # ends the worker processes (after bringing everything into the model)
     done = it + 1 if status != "non-finite loss" else it
 
     if status == "non-finite loss":

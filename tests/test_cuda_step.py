@@ -41,8 +41,8 @@ def test_cuda_train_step_matches_the_cpu_step(rng):
     cpu_model, gpu_model = SSD(TINY, 2, seed=0), SSD(TINY, 2, seed=0)  # the same initial weights
     optimizer = SGD(list(cpu_model.parameters()), HYPER["lr"], momentum=HYPER["momentum"],
                     weight_decay=HYPER["weight_decay"])
-    # train.py's own step, on the whole batch (as the GPU: no per-thread shares for BatchNorm)
-    cpu_step = TrainStep(cpu_model, optimizer, TrainConfig(**HYPER), replicas=1)
+    # train.py's own step, on the whole batch (as the GPU: no per-worker shares for BatchNorm)
+    cpu_step = TrainStep(cpu_model, optimizer, TrainConfig(**HYPER), workers=1)
     step = CudaTrainStep(gpu_model, **HYPER)
     for lr in (0.05, 0.02):  # two steps: the second uses the momentum buffer
         images, boxes, labels = batch(rng)

@@ -3,13 +3,14 @@ loss falls, the run writes its outputs, Ctrl-C saves and --resume continues exac
 run stopped, a non-finite loss stops the run keeping the last good checkpoint."""
 
 import json
+import multiprocessing
 import os
 import signal
 
 import numpy as np
 import pytest
 
-from minissd import train
+from minissd import train, workers  # workers.share_step computes the loss
 from minissd.checkpoint import read_checkpoint
 from minissd.data import make_tiny_voc
 from minissd.model import SSD, SSDConfig
@@ -102,7 +103,7 @@ def test_interrupt_then_resume_equals_an_uninterrupted_run(voc, tmp_path, monkey
 
 
 def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(voc, tmp_path, monkeypatch):
-    real_loss, calls = train.multibox_loss, []
+    real_loss, calls = workers.multibox_loss, []
 
     def loss_then_ctrl_c(*a):
         calls.append(1)
@@ -110,21 +111,21 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(voc, tmp_path, monkeypatch)
             os.kill(os.getpid(), signal.SIGINT)  # the user presses Ctrl-C during iteration 2
         return real_loss(*a)
 
-    monkeypatch.setattr(train, "multibox_loss", loss_then_ctrl_c)
+    monkeypatch.setattr(workers, "multibox_loss", loss_then_ctrl_c)
     assert train.main(args(voc, tmp_path, "--iters", "50")) == 130
     assert read_checkpoint(tmp_path / "checkpoint.npz")[2]["iteration"] == 2  # iteration 2 finished
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(voc, tmp_path, monkeypatch, capsys):
-    real_loss, calls = train.multibox_loss, []
+    real_loss, calls = workers.multibox_loss, []
 
     def loss_goes_nan(*a):
         calls.append(1)
         loss_l, loss_c, dloc, dconf = real_loss(*a)
         return (float("nan") if len(calls) == 5 else loss_l), loss_c, dloc, dconf
 
-    monkeypatch.setattr(train, "multibox_loss", loss_goes_nan)
+    monkeypatch.setattr(workers, "multibox_loss", loss_goes_nan)
     rc = train.main(args(voc, tmp_path, "--iters", "10", "--eval-every", "2", "--eval-images", "2"))
     assert rc == 1
     assert "non-finite" in capsys.readouterr().err
@@ -169,11 +170,25 @@ def test_cuda_device_without_a_gpu_fails_clearly(tmp_path, capsys):
 
 def test_train_step_shares_the_batch_only_when_each_share_keeps_eight_images(monkeypatch):
     monkeypatch.setattr(train, "num_threads", lambda: 4)
+    started = []  # worker counts asked for (no process is started here)
+    monkeypatch.setattr(train, "StepWorkers", lambda model, n, max_batch, loss_args: started.append(n) or n)
     model = SSD(MINI, 6)
     optimizer = train.SGD(list(model.parameters()), 0.01)
-    replicas = {B: len(train.TrainStep(model, optimizer, train.TrainConfig(batch_size=B)).net.replicas)
-                for B in (4, 16, 24, 64)}
-    assert replicas == {4: 1, 16: 2, 24: 3, 64: 4}
+    workers = {B: train.TrainStep(model, optimizer, train.TrainConfig(batch_size=B)).workers for B in (4, 16, 24, 64)}
+    assert workers == {4: None, 16: 2, 24: 3, 64: 4}  # None: everything in this process
+    assert started == [2, 3, 4]
+
+
+def test_a_run_with_two_worker_processes_keeps_their_batchnorm_statistics(voc, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(train, "num_threads", lambda: 2)
+    monkeypatch.setattr(train.TrainStep, "MIN_SHARE", 4)  # 8 images: two shares of 4
+    assert train.main(args(voc, tmp_path, "--iters", "3", "--batch-size", "8")) == 0
+    assert "2 worker processes" in capsys.readouterr().out
+    assert multiprocessing.active_children() == []  # the workers ended with the run
+    # this process never ran a training forward: its running statistics are the workers'
+    saved = weights(tmp_path / "checkpoint.npz")
+    means = [v for k, v in saved.items() if k.endswith("running_mean")]
+    assert means and all(np.abs(m).max() > 0 for m in means)
 
 
 def test_light_augmentation_curriculum_covers_the_first_epochs_then_the_papers():

@@ -74,6 +74,35 @@ def _matmul_rate(macs):
     return 2 * m * k * n / best / 1e9
 
 
+class ThreadedStep:
+    """The baseline of ``TrainStep``'s worker processes: the same step with ``n`` threads of
+    this process, each running the whole network on its share (``nn.DataParallel``; the
+    GIL is what they share and the processes do not)."""
+
+    def __init__(self, model, optimizer, cfg, n):
+        from minissd.nn.parallel import DataParallel
+        self.model, self.optimizer, self.cfg = model, optimizer, cfg
+        self.net = DataParallel(model, n)
+
+    def __call__(self, images, gt_boxes, gt_labels, lr):
+        from minissd.loss import multibox_loss
+        from minissd.matching import match_batch
+        times, t = {}, time.perf_counter()
+        loc_t, conf_t = match_batch(gt_boxes, gt_labels, self.model.priors, iou_threshold=self.cfg.iou_threshold)
+        times["match"], t = time.perf_counter() - t, time.perf_counter()
+        loc_p, conf_p = self.net.forward(images)
+        times["forward"], t = time.perf_counter() - t, time.perf_counter()
+        loss_l, loss_c, dloc, dconf = multibox_loss(loc_p, conf_p, loc_t, conf_t, self.cfg.neg_pos_ratio, self.cfg.alpha)
+        times["loss"], t = time.perf_counter() - t, time.perf_counter()
+        self.model.zero_grad()
+        self.net.backward(dloc, dconf)
+        times["backward"], t = time.perf_counter() - t, time.perf_counter()
+        self.optimizer.lr = lr
+        self.optimizer.step()
+        times["optimizer"] = time.perf_counter() - t
+        return loss_l, loss_c, times
+
+
 def main(argv=None) -> int:
     from minissd.bench.nn import machine
     from minissd.data import VOCDataset, make_tiny_voc, tiny_voc_path
@@ -126,18 +155,21 @@ def main(argv=None) -> int:
         return times
 
     threads = num_threads()
-    times = measure(TrainStep(model, optimizer, cfg))  # what train.py runs
+    train_step = TrainStep(model, optimizer, cfg)  # what train.py runs
+    workers = train_step.workers.n if train_step.workers else 1
+    times = measure(train_step)
+    train_step.close()
     total = sum(times.values())
     print(f"training step: {B * args.steps / total:.1f} images/s ({total / args.steps:.3f} s per batch of {B}; "
-          f"{threads} thread(s), each the whole network on its share of the batch)")
+          f"{workers} worker process(es), each the whole step on its share of the batch)")
     print(f"{'stage':>10s} {'s/step':>8s} {'share':>6s}")
     for k in STAGES:
         print(f"{k:>10s} {times[k] / args.steps:8.3f} {times[k] / total:6.1%}")
-    if threads > 1:  # baseline 0: the same step with the threads sharing each layer instead
-        layerwise = measure(TrainStep(model, optimizer, cfg, replicas=1))
-        lw_total = sum(layerwise.values())
-        print(f"baseline: the {threads} threads splitting each layer's products instead (replicas=1): "
-              f"{B * args.steps / lw_total:.1f} images/s ({lw_total / args.steps:.3f} s per batch)")
+    if workers > 1:  # baseline 0: the same shares run by threads of this process (nn.DataParallel)
+        threaded = measure(ThreadedStep(model, optimizer, cfg, workers))
+        th_total = sum(threaded.values())
+        print(f"baseline: {workers} threads of this process instead, each the whole network on its "
+              f"share (nn.DataParallel): {B * args.steps / th_total:.1f} images/s ({th_total / args.steps:.3f} s per batch)")
 
     # baseline 1: the step's arithmetic at the machine's matmul rate
     macs = layer_table(model.config, len(ds.classes))[-1]["macs"] * B

@@ -213,6 +213,9 @@ class CudaTrainStep:
 
     # ---- back to the CPU ----------------------------------------------------------------
 
+    def close(self):
+        """Nothing to end (``TrainStep.close`` ends its worker processes); call ``to_host`` first."""
+
     def to_host(self, optimizer=None):
         """Copy the GPU's state into the CPU model (in place) and return SGD's momentum buffers.
 
