@@ -4,6 +4,9 @@ and its peak memory, next to baselines measured in the same run.
 Printed:
 - images/s of the full training step (batch 16 by default, as the default run) and the per-stage profile: data
   (waiting for the loader), match, forward, loss (multibox + mining), backward, optimizer;
+- baseline 0 (with two or more worker processes): the same step run by as many threads of
+  this process, each the whole network on its share (``nn.DataParallel``), which the
+  processes replaced;
 - baseline 1, the machine's practical peak: the step's multiply-adds (from the layer table,
   x3 for forward + the two backward products) timed as ONE float32 ``numpy.matmul`` of
   a comparable size; "of peak" = that ideal time / the measured forward+backward time;
@@ -113,7 +116,6 @@ def main(argv=None) -> int:
     from minissd.model import ssd_tiny
     from minissd.model.summary import layer_table
     from minissd.nn import SGD
-    from minissd.nn.threads import num_threads
     from minissd.train import TrainConfig, TrainStep
 
     p = argparse.ArgumentParser(prog="python -m minissd.bench train", description=__doc__.split("\n")[0])
@@ -154,7 +156,6 @@ def main(argv=None) -> int:
             step(times, train_step)
         return times
 
-    threads = num_threads()
     train_step = TrainStep(model, optimizer, cfg)  # what train.py runs
     workers = train_step.workers.n if train_step.workers else 1
     times = measure(train_step)
