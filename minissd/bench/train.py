@@ -10,7 +10,7 @@ Printed:
 - baseline 1, the machine's practical peak: the step's multiply-adds (from the layer table,
   x3 for forward + the two backward products) timed as ONE float32 ``numpy.matmul`` of
   a comparable size; "of peak" = that ideal time / the measured forward+backward time;
-- baseline 2, the data side: images/s of load + train_transform on one thread, which a
+- baseline 2, the data side: images/s of load + the training augmentation on one thread, which a
   background worker must beat for training never to wait;
 - peak memory of one training step, two ways, because neither alone tells the whole story:
   ``tracemalloc`` (the peak of NumPy/Python allocations during the step, exact but blind to
@@ -109,14 +109,13 @@ class ThreadedStep:
 def main(argv=None) -> int:
     from minissd.bench.nn import machine
     from minissd.data import VOCDataset, make_tiny_voc, tiny_voc_path
-    from minissd.data.augment import train_transform
     from minissd.data.loader import DataLoader
     from minissd.loss import multibox_loss
     from minissd.matching import match_batch
     from minissd.model import ssd_tiny
     from minissd.model.summary import layer_table
     from minissd.nn import SGD
-    from minissd.train import TrainConfig, TrainStep
+    from minissd.train import TrainConfig, TrainStep, training_augmentation
 
     p = argparse.ArgumentParser(prog="python -m minissd.bench train", description=__doc__.split("\n")[0])
     p.add_argument("--batch-size", type=int, default=16, help="images per step (the default training run: 16)")
@@ -128,7 +127,9 @@ def main(argv=None) -> int:
     ds = VOCDataset(make_tiny_voc(tiny_voc_path(args.data_dir)), "train")
     model = ssd_tiny(len(ds.classes))
     S, B = model.config.input_size, args.batch_size
-    transform = train_transform(S, model.config.mean, model.config.std)
+    cfg = TrainConfig(lr=0.01)
+    # the default run's augmentation after its light phase: the paper's, zoom-out up to 2x
+    transform = training_augmentation(cfg, model.config)
     optimizer = SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
     loader = DataLoader(ds, B, transform=transform, seed=0, num_workers=args.workers, drop_last=True)
     batches = iter(loader)
@@ -137,7 +138,6 @@ def main(argv=None) -> int:
           f"noisy)\nssd_tiny: input {S}, {model.num_priors} default boxes, batch {B}, "
           f"{args.workers} loader thread(s)\n")
 
-    cfg = TrainConfig(lr=0.01)
 
     def step(times, train_step):  # train.py's iteration: next batch, then TrainStep
         t0 = time.perf_counter()
@@ -188,7 +188,7 @@ def main(argv=None) -> int:
         image, boxes, labels, _ = ds[i]
         transform(image, boxes, labels, np.random.default_rng(i))
     data_rate = n / (time.perf_counter() - t)
-    print(f"baseline: load + train_transform on one thread: {data_rate:.0f} images/s "
+    print(f"baseline: load + the training augmentation on one thread: {data_rate:.0f} images/s "
           f"(the step consumes {B * args.steps / total:.0f} images/s)")
 
     # peak memory of one step
