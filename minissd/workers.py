@@ -104,6 +104,8 @@ class StepWorkers:
             raise ValueError(f"StepWorkers: n must be >= 2 (one share needs no worker), got {n}")
         self.model, self.n, self.loss_args = model, int(n), dict(loss_args)
         self.params = list(model.parameters())
+        if any(p.data.dtype != np.float32 for p in self.params):
+            raise ValueError("StepWorkers: the model must be float32 (the shared weights are float32)")
         size = sum(p.data.size for p in self.params)
         ctx = mp.get_context("spawn")  # fork would copy the threads' locks in whatever state
         # weights: one shared flat array; the main model's arrays become views of it

@@ -129,6 +129,8 @@ def test_a_failing_worker_names_itself_and_the_error(rng):
     try:
         with pytest.raises(RuntimeError, match=r"training worker 0 failed(.|\n)*gt_labels"):
             workers.step(images, boxes, labels)
+        with pytest.raises(ValueError, match="float32"):
+            StepWorkers(SSD(PLAIN, 2).to(np.float64), 2, max_batch=4, loss_args=LOSS)
         with pytest.raises(ValueError, match="max_batch"):
             workers.step(np.zeros((5, 3, 32, 32), np.float32), boxes + boxes[:1], labels + labels[:1])
     finally:
