@@ -111,10 +111,15 @@ class StepWorkers:
         # weights: one shared flat array; the main model's arrays become views of it
         self._weights = ctx.RawArray("f", size)
         weights = np.frombuffer(self._weights, dtype=np.float32)
-        for p, view in zip(self.params, flat_views(weights, [p.data for p in self.params])):
-            view[...] = p.data
-            p.data = view
+        # gradients: the main model's .grad become views of one flat array too, which step
+        # fills in place from the workers' shared flat gradients
+        self._grad = np.zeros(size, dtype=np.float32)
+        arrays = [p.data for p in self.params]
+        for p, w_view, g_view in zip(self.params, flat_views(weights, arrays), flat_views(self._grad, arrays)):
+            w_view[...] = p.data
+            p.data, p.grad = w_view, g_view
         self._grads = [ctx.RawArray("f", size) for _ in range(self.n)]
+        self._worker_grads = [np.frombuffer(g, dtype=np.float32) for g in self._grads]
         S = model.config.input_size
         self._image_shape = (int(max_batch), 3, S, S)
         self._images = ctx.RawArray("f", int(np.prod(self._image_shape)))
@@ -165,12 +170,9 @@ class StepWorkers:
         # the batch's loss and gradient from the shares': weights N_r / N
         N = max(sum(counts), 1)
         weights = [c / N for c in counts]
-        grads = [np.frombuffer(self._grads[r], dtype=np.float32) for r in range(n)]
-        total = grads[0] * weights[0]
-        for g, w in zip(grads[1:], weights[1:]):
-            total += w * g
-        for p, view in zip(self.params, flat_views(total, [p.data for p in self.params])):
-            p.grad[...] = view
+        np.multiply(self._worker_grads[0], weights[0], out=self._grad)  # = every p.grad
+        for g, w in zip(self._worker_grads[1:n], weights[1:]):
+            self._grad += w * g
         loss_l = sum(w * x for w, x in zip(weights, losses_l))
         loss_c = sum(w * x for w, x in zip(weights, losses_c))
         return loss_l, loss_c, times
