@@ -24,11 +24,9 @@ from dataclasses import asdict, is_dataclass
 
 import numpy as np
 
+from .errors import CheckpointError
+
 FORMAT_VERSION = 1
-
-
-class CheckpointError(ValueError):
-    """A checkpoint file is missing, truncated, or does not fit the model it is loaded into."""
 
 
 def _state_of(obj):

@@ -30,6 +30,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ..errors import DatasetError
+
 log = logging.getLogger(__name__)
 
 # The 20 Pascal VOC classes in the order every SSD implementation uses (alphabetical, as in the
@@ -41,10 +43,6 @@ VOC_CLASSES = (
 )
 
 CLASSES_FILE = "classes.txt"  # minissd's addition: a dataset may list its own classes here
-
-
-class DatasetError(ValueError):
-    """Bad dataset input; the message names the offending file and what is wrong with it."""
 
 
 @dataclass
