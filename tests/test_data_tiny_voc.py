@@ -2,6 +2,9 @@
 
 import json
 import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +13,7 @@ import pytest
 from minissd.data import (TINY_VOC_CLASSES, DatasetError, TinyVOCConfig, VOCDataset, make_tiny_voc,
                           tiny_voc_path, verify_tiny_voc)
 from minissd.data.tiny_voc import MARKER, default_data_dir, draw_image
+from minissd.data.voc import CLASSES_FILE
 
 SMALL = dict(n_train=10, n_val=4, workers=1)
 
@@ -73,14 +77,12 @@ def test_complete_copy_is_reused(tmp_path):
     assert jpg.stat().st_mtime_ns == stamp - 10**9
 
 
-@pytest.mark.parametrize("damage", ["no marker", "missing images", "other config"])
-def test_half_written_copy_is_rebuilt(tmp_path, damage):
+@pytest.mark.parametrize("damage", ["missing images", "other config"])
+def test_damaged_copy_is_rebuilt(tmp_path, damage):
     root = make_tiny_voc(tmp_path / "t", seed=0, **SMALL)
     before = files(root)
     kwargs = dict(SMALL)
-    if damage == "no marker":  # killed before the marker was written
-        (root / MARKER).unlink()
-    elif damage == "missing images":
+    if damage == "missing images":
         for p in sorted((root / "JPEGImages").iterdir())[5:]:
             p.unlink()
     else:  # a copy of another size is not this dataset
@@ -104,9 +106,59 @@ def test_refuses_to_delete_a_foreign_folder(tmp_path):
     root = tmp_path / "mine"
     root.mkdir()
     (root / "thesis.tex").write_text("precious")
-    with pytest.raises(DatasetError, match="refusing to overwrite"):
+    with pytest.raises(DatasetError, match="refusing to delete or overwrite"):
         make_tiny_voc(root, **SMALL)
     assert (root / "thesis.tex").read_text() == "precious"
+
+
+def test_a_users_voc_dataset_is_never_deleted(tmp_path):
+    # A VOC folder holding only names that tiny-voc also writes (the reader's own fixture):
+    # without minissd's marker it is the user's, and must survive a call that wants to rebuild.
+    root = shutil.copytree(Path(__file__).parent / "fixtures" / "voc", tmp_path / "VOC2007")
+    (root / CLASSES_FILE).write_text("person\n")
+    before = files(root)
+    with pytest.raises(DatasetError, match=f"{root}: has no tiny-voc.json marker"):
+        make_tiny_voc(root, **SMALL)
+    assert files(root) == before
+    # the command line refuses in one line too (exit status 2), and leaves it as it was
+    run = subprocess.run([sys.executable, "-m", "minissd.data", str(root)],
+                         capture_output=True, text=True)
+    assert files(root) == before
+    assert run.returncode != 0 and "refusing to delete or overwrite" in run.stderr
+
+
+def test_marker_alone_does_not_license_deleting_a_users_files(tmp_path):
+    root = make_tiny_voc(tmp_path / "t", seed=0, **SMALL)
+    (root / "Annotations" / "notes.txt").write_text("mine")
+    with pytest.raises(DatasetError, match="notes.txt: is not a file that tiny-voc writes"):
+        make_tiny_voc(root, seed=1, **SMALL)
+    assert (root / "Annotations" / "notes.txt").read_text() == "mine"
+    (root / MARKER).write_text("[1, 2]")  # not minissd's marker: not ours any more
+    (root / "Annotations" / "notes.txt").unlink()
+    with pytest.raises(DatasetError, match="has no tiny-voc.json marker"):
+        make_tiny_voc(root, seed=1, **SMALL)
+
+
+def test_an_older_marker_is_still_recognised(tmp_path):
+    # Copies written before 2026-12-02 have no "written_by" in the marker: reused when they
+    # match, rebuilt (they are minissd's) when they do not.
+    root = make_tiny_voc(tmp_path / "t", seed=0, **SMALL)
+    marker = json.loads((root / MARKER).read_text())
+    del marker["written_by"]
+    (root / MARKER).write_text(json.dumps(marker))
+    stamp = (root / MARKER).stat().st_mtime_ns
+    assert make_tiny_voc(root, seed=0, **SMALL) == root and (root / MARKER).stat().st_mtime_ns == stamp
+    make_tiny_voc(root, seed=1, **SMALL)
+    assert json.loads((root / MARKER).read_text())["seed"] == 1
+
+
+def test_an_empty_folder_is_filled_and_a_failed_build_leaves_nothing(tmp_path, monkeypatch):
+    (tmp_path / "t").mkdir()
+    assert (make_tiny_voc(tmp_path / "t", seed=0, **SMALL) / MARKER).exists()
+    monkeypatch.setattr("minissd.data.tiny_voc.encode_jpeg", lambda *a: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        make_tiny_voc(tmp_path / "u", seed=0, **SMALL)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t"]  # no temporary folder left
 
 
 def test_data_dir_honours_the_environment(monkeypatch, tmp_path):

@@ -14,7 +14,10 @@ the real VOCdevkit (``VOCDataset``). The dataset card is docs/tiny-voc.md.
   the first n images are the same whatever the total.
 - Idempotent: the folder is built under a temporary name and renamed into place with a marker
   (``tiny-voc.json``: config, counts, content hash) written last; a complete copy is reused, a
-  half-written or damaged one is rebuilt.
+  damaged one or one of another config is rebuilt.
+- A user's files are theirs: a folder is deleted to be rebuilt only when it carries the marker
+  (proof that minissd wrote it) and holds nothing but files tiny-voc writes; any other folder
+  (a user's own VOC dataset, say) is refused with a DatasetError and left untouched.
 
 Where it lives: ``tiny_voc_path()`` = ``default_data_dir() / "tiny-voc"``, and
 ``default_data_dir()`` is ``$MINISSD_DATA`` if set, else ``~/.cache/minissd``.
@@ -28,6 +31,7 @@ import json
 import math
 import os
 import shutil
+import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -41,6 +45,7 @@ TINY_VOC_CLASSES = ("circle", "square", "triangle", "star", "cross", "ring")
 MARKER = "tiny-voc.json"  # written last: its presence (with matching counts) means "complete"
 POOL_MIN_IMAGES = 300  # below this, starting worker processes costs more than it saves
 FORMAT_VERSION = 4  # bump when the drawing changes, so old copies are rebuilt
+WRITTEN_BY = "minissd tiny-voc"  # in the marker: minissd wrote this folder and may rebuild it
 
 
 @dataclass(frozen=True)
@@ -377,9 +382,8 @@ def _marker_expected(config, seed):
 
 def _is_complete(root: Path, config, seed) -> bool:
     """True when root holds a finished build of exactly this (config, seed)."""
-    try:
-        marker = json.loads((root / MARKER).read_text())
-    except (OSError, ValueError):
+    marker = _read_marker(root)
+    if marker is None:
         return False
     expected = _marker_expected(config, seed)
     if any(marker.get(k) != json.loads(json.dumps(v)) for k, v in expected.items()):
@@ -393,10 +397,55 @@ def _is_complete(root: Path, config, seed) -> bool:
     return n_xml == n and n_jpg == n
 
 
-def _looks_like_tiny_voc(root: Path) -> bool:
-    """May we delete root to rebuild it? Only if all it holds are names that we write."""
-    ours = {"Annotations", "JPEGImages", "ImageSets", CLASSES_FILE, MARKER}
-    return all(p.name in ours for p in root.iterdir())
+def _read_marker(root: Path):
+    """The marker's dict when ``root / MARKER`` proves that minissd wrote root, else None.
+
+    Every tiny-voc ever written carries a marker that is a JSON object with "format" (an int),
+    "seed" and "config" (an object); markers written since 2026-12-02 also say
+    ``"written_by": "minissd tiny-voc"``, and older ones are recognised by the three keys alone
+    (the drawing of format 4 did not change, so such a copy is reused as it is).
+    """
+    try:
+        marker = json.loads((root / MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not (isinstance(marker, dict) and isinstance(marker.get("format"), int)
+            and "seed" in marker and isinstance(marker.get("config"), dict)):
+        return None
+    if marker.get("written_by", WRITTEN_BY) != WRITTEN_BY:
+        return None
+    return marker
+
+
+_SPLIT_FILES = {f"ImageSets/Main/{s}.txt" for s in ("train", "val", "trainval")}
+
+
+def _foreign_file(root: Path):
+    """Why root may not be deleted (a sentence naming the first reason), or None when it may.
+
+    root may be deleted only when its marker proves minissd wrote it and every file and folder
+    in it is one that ``make_tiny_voc`` writes (Annotations/NNNNNN.xml, JPEGImages/NNNNNN.jpg,
+    the three split files, classes.txt, the marker).
+    """
+    if not root.is_dir():
+        return f"{root}: exists and is not a folder"
+    if _read_marker(root) is None:
+        return f"{root}: has no {MARKER} marker written by minissd, so minissd did not make it"
+    ours = {"Annotations", "JPEGImages", "ImageSets", "ImageSets/Main", CLASSES_FILE, MARKER}
+    ours |= _SPLIT_FILES
+    for p in root.rglob("*"):
+        rel = p.relative_to(root).as_posix()
+        if p.is_symlink() or not (p.is_file() or p.is_dir()):
+            return f"{p}: is not a plain file or folder that tiny-voc writes"
+        if rel in ours:
+            continue
+        folder, _, name = rel.partition("/")
+        stem, dot, ext = name.partition(".")
+        if p.is_file() and stem.isdigit() and len(stem) == 6 and (
+                (folder, ext) in (("Annotations", "xml"), ("JPEGImages", "jpg"))):
+            continue
+        return f"{p}: is not a file that tiny-voc writes"
+    return None
 
 
 def content_hash(root) -> str:
@@ -442,8 +491,9 @@ def make_tiny_voc(root=None, seed=0, config: TinyVOCConfig | None = None, worker
     A complete copy with the same seed and config is reused as is. Otherwise the folder is
     built under a temporary name next to root, the marker is written last, and the folder is
     renamed into place (so a crash never leaves a folder that looks complete). An existing
-    root that is incomplete or was built with another config is rebuilt, but only if it holds
-    nothing but tiny-voc's own files: anything else raises DatasetError rather than deleting it.
+    root that is incomplete or was built with another config is rebuilt, but only if its
+    marker proves minissd wrote it and it holds nothing but tiny-voc's own files; any other
+    non-empty folder raises DatasetError naming it, and nothing in it is touched.
     """
     config = config or TinyVOCConfig()
     if overrides:
@@ -451,14 +501,37 @@ def make_tiny_voc(root=None, seed=0, config: TinyVOCConfig | None = None, worker
     root = Path(root) if root is not None else tiny_voc_path()
     if _is_complete(root, config, seed):
         return root
-    if root.exists() and not _looks_like_tiny_voc(root):
-        raise DatasetError(f"{root}: exists and holds files that tiny-voc does not write; "
-                           "refusing to overwrite it (choose another folder or empty it)")
+    if root.exists() and not (root.is_dir() and not any(root.iterdir())):
+        reason = _foreign_file(root)
+        if reason is not None:
+            raise DatasetError(f"{reason}; refusing to delete or overwrite {root} (choose "
+                               "another folder, or delete it yourself if it is a tiny-voc copy)")
 
     root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = root.parent / f".{root.name}.tmp-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))  # a new name
+    try:
+        _build(tmp, config, seed, workers)
+        if root.exists():  # empty, or (checked again now) minissd's marker and only our files
+            reason = None if not any(root.iterdir()) else _foreign_file(root)
+            if reason is not None:
+                raise DatasetError(f"{reason}; refusing to delete or overwrite {root}")
+            shutil.rmtree(root)
+        os.replace(tmp, root)
+    except OSError:  # another process finished first: keep its copy if it is complete
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not _is_complete(root, config, seed):
+            raise
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # our own half-written build
+        raise
+    return root
+
+
+def _build(tmp: Path, config, seed, workers):
+    """Write the whole dataset into the fresh folder ``tmp``, the marker last."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp's 0700 -> what mkdir would have given
     for sub in ("Annotations", "JPEGImages", "ImageSets/Main"):
         (tmp / sub).mkdir(parents=True)
 
@@ -481,17 +554,9 @@ def make_tiny_voc(root=None, seed=0, config: TinyVOCConfig | None = None, worker
         (tmp / "ImageSets" / "Main" / f"{split}.txt").write_text("".join(f"{i}\n" for i in split_ids))
     (tmp / CLASSES_FILE).write_text("".join(f"{c}\n" for c in TINY_VOC_CLASSES))
 
-    marker = {**_marker_expected(config, seed), "images": n, "sha256": content_hash(tmp)}
+    marker = {**_marker_expected(config, seed), "written_by": WRITTEN_BY, "images": n,
+              "sha256": content_hash(tmp)}
     (tmp / MARKER).write_text(json.dumps(marker, indent=1, sort_keys=True) + "\n")
-    if root.exists():  # stale or half-written: checked above to hold only our files
-        shutil.rmtree(root)
-    try:
-        os.replace(tmp, root)
-    except OSError:  # another process finished first: keep its copy if it is complete
-        shutil.rmtree(tmp, ignore_errors=True)
-        if not _is_complete(root, config, seed):
-            raise
-    return root
 
 
 # ---- the numbers on the dataset card -----------------------------------------------------------
