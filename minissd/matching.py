@@ -10,13 +10,11 @@ The per-image loop ``_match_one`` is the CPU twin of ``minissd.cuda.matching.mat
 same argument names, same loop body, with ``for p in range(P)`` as a grid-stride loop there.
 """
 
-from concurrent.futures import ThreadPoolExecutor
-
-import numba
 import numpy as np
 from numba import njit
 
 from .boxes import VARIANCES, _as_boxes, _check_priors, _check_variances, _encode_rows, _iou_matrix
+from .errors import ConfigError
 
 
 @njit(cache=True, nogil=True)
@@ -113,6 +111,9 @@ def _check_threshold(t):
 def _prepare_priors(priors):
     """priors (P, 4) centre -> (centre float32 (P, 4), corners transposed float32 (4, P))."""
     priors = _check_priors(priors).astype(np.float32)
+    if priors.shape[0] == 0:  # nothing to match to: every ground truth would be lost
+        raise ConfigError("priors: no default boxes (shape (0, 4)); matching needs at least one "
+                          "(check the PriorConfig's feature_maps)")
     half = priors[:, 2:] / 2
     corners = np.concatenate([priors[:, :2] - half, priors[:, :2] + half], axis=1)  # (P, 4)
     return priors, np.ascontiguousarray(corners.T)  # (4, P): the layout _iou_matrix reads fast
@@ -173,8 +174,7 @@ def match_batch(gt_boxes_list, gt_labels_list, priors, iou_threshold=0.5, varian
     - gt_boxes_list: B arrays (G_b, 4) corner form; gt_labels_list: B arrays (G_b,) in 1..C.
     - priors: (P, 4) centre form; iou_threshold, variances, num_classes as in ``match``.
     - returns loc_t: (B, P, 4) float32, conf_t: (B, P) int64.
-    The priors are checked and converted once for the whole batch; the images are shared
-    among Numba's threads (see below).
+    The priors are checked and converted once for the whole batch.
     """
     if len(gt_boxes_list) != len(gt_labels_list):
         raise ValueError(f"gt_labels_list: {len(gt_labels_list)} images, but gt_boxes_list has "
@@ -186,28 +186,6 @@ def match_batch(gt_boxes_list, gt_labels_list, priors, iou_threshold=0.5, varian
     checked = _check_gt_batch(gt_boxes_list, gt_labels_list, num_classes)
     loc_t = np.empty((B, P, 4), dtype=np.float32)
     conf_t = np.empty((B, P), dtype=np.int64)
-
-    def match_images(images):  # a share of the batch, matched on one thread
-        for i in images:
-            boxes, labels = checked[i]
-            _match_image(boxes, labels, priors, corners_t, threshold, v0, v1, loc_t[i], conf_t[i])
-
-    # The compiled IoU and matching loops release the GIL (nogil=True), so plain Python
-    # threads run them on all cores: one share of the images per thread.
-    n = min(numba.get_num_threads(), B)
-    if n > 1:
-        list(_pool().map(match_images, [range(t, B, n) for t in range(n)]))
-    else:
-        match_images(range(B))
+    for i, (boxes, labels) in enumerate(checked):
+        _match_image(boxes, labels, priors, corners_t, threshold, v0, v1, loc_t[i], conf_t[i])
     return loc_t, conf_t
-
-
-_POOL = None
-
-
-def _pool():
-    """One thread pool for the module, created on first use, as many threads as Numba uses."""
-    global _POOL
-    if _POOL is None:
-        _POOL = ThreadPoolExecutor(max_workers=numba.get_num_threads(), thread_name_prefix="minissd-match")
-    return _POOL

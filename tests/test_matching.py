@@ -6,6 +6,7 @@ import pytest
 import naive
 from minissd import matching
 from minissd.boxes import corner_to_center, decode
+from minissd.errors import ConfigError
 from minissd.matching import match, match_batch
 from minissd.priors import SSD300_VOC, default_boxes
 
@@ -110,6 +111,16 @@ def test_bad_ground_truth(boxes, labels, message):
         match(np.array(boxes), np.array(labels), PRIORS, num_classes=20)
     with pytest.raises(ValueError, match=r"\[1\]"):  # the batch names the image
         match_batch([GT_BOXES, np.array(boxes)], [GT_LABELS, np.array(labels)], PRIORS, num_classes=20)
+
+
+def test_zero_default_boxes_is_a_config_error_naming_priors():
+    """Issue 19.11: NumPy's "attempt to get argmax of an empty sequence" before."""
+    none = np.zeros((0, 4), np.float32)
+    for call in (lambda: match(GT_BOXES, GT_LABELS, none),
+                 lambda: match(np.zeros((0, 4)), np.zeros(0, int), none),  # even with nothing to match
+                 lambda: match_batch([GT_BOXES], [GT_LABELS], none)):
+        with pytest.raises(ConfigError, match=r"priors: no default boxes"):
+            call()
 
 
 def test_bad_threshold():

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from minissd import nn
+from minissd.errors import ConfigError
 
 
 def test_batchnorm_training_forward_and_running_stats_worked_by_hand():
@@ -79,3 +80,65 @@ def test_l2norm_gradients_and_zero_vector(rng):
     y = l2.forward(x)
     assert np.all(y[0, :, 1, 1] == 0)
     assert np.all(np.isfinite(l2.backward(np.ones_like(y))))
+
+
+# ---- the BatchNorm group: every g consecutive images normalised with their own statistics ----
+
+def test_batchnorm_groups_worked_by_hand():
+    # one channel, one value per image: images 1, 3 | 10, 14 in groups of 2.
+    # group 1: mean 2, biased var 1 -> (-1, 1); group 2: mean 12, var 4 -> (-1, 1).
+    x = np.array([1.0, 3.0, 10.0, 14.0]).reshape(4, 1, 1, 1)
+    bn = nn.BatchNorm2d(1, eps=0.0, momentum=0.1, dtype=np.float64, group=2)
+    np.testing.assert_allclose(bn.forward(x).ravel(), [-1, 1, -1, 1])
+    # running: 0.1 * the mean over groups: mean (2 + 12) / 2 = 7; unbiased vars 2 and 8 -> 5
+    np.testing.assert_allclose(bn.running_mean, [0.7])
+    np.testing.assert_allclose(bn.running_var, [0.9 + 0.1 * 5])
+    whole = nn.BatchNorm2d(1, eps=0.0, dtype=np.float64)  # one group: mean 7, var 27.5
+    np.testing.assert_allclose(whole.forward(x).ravel(), (x.ravel() - 7) / np.sqrt(27.5))
+
+
+def test_a_group_is_the_same_as_separate_layers_on_each_group(rng):
+    x = rng.standard_normal((6, 3, 2, 3)) * 2 + 1
+    g = rng.standard_normal(x.shape)
+    grouped = nn.BatchNorm2d(3, dtype=np.float64, group=2)
+    y, dx = grouped.forward(x), grouped.backward(g)
+    parts = [nn.BatchNorm2d(3, dtype=np.float64) for _ in range(3)]
+    for k, part in enumerate(parts):
+        sl = slice(2 * k, 2 * k + 2)
+        np.testing.assert_allclose(y[sl], part.forward(x[sl]), rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(dx[sl], part.backward(g[sl]), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(grouped.weight.grad, sum(p.weight.grad for p in parts), rtol=1e-12)
+    np.testing.assert_allclose(grouped.bias.grad, sum(p.bias.grad for p in parts), rtol=1e-12)
+    # running statistics: the mean of the separate layers' (each moved from the same start)
+    for name in ("running_mean", "running_var"):
+        np.testing.assert_allclose(getattr(grouped, name), np.mean([getattr(p, name) for p in parts], axis=0))
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_batchnorm_gradients_with_groups(training, rng):
+    bn = nn.BatchNorm2d(3, dtype=np.float64, group=2)
+    bn.weight.data[...] = rng.uniform(0.5, 2, 3)
+    bn.bias.data[...] = rng.standard_normal(3)
+    bn.train(training)
+    x = rng.standard_normal((4, 3, 3, 2)) * 2 + 1
+    assert nn.gradcheck(bn, x) < 1e-6
+
+
+def test_batchnorm_group_must_divide_the_batch_and_be_a_count():
+    bn = nn.BatchNorm2d(2, group=4)
+    with pytest.raises(ConfigError, match="batch of 6 images.*groups of 4"):
+        bn.forward(np.zeros((6, 2, 2, 2), np.float32))
+    bn.eval()
+    assert bn.forward(np.zeros((6, 2, 2, 2), np.float32)).shape == (6, 2, 2, 2)  # eval: no groups
+    for bad in (-1, 2.5, "8", True):
+        with pytest.raises(ConfigError, match="BatchNorm group"):
+            nn.BatchNorm2d(2, group=bad)
+
+
+def test_set_batchnorm_group_sets_every_layer():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(),
+                          nn.Sequential(nn.Conv2d(4, 4, 3), nn.BatchNorm2d(4)))
+    assert nn.set_batchnorm_group(model, 8) == 2
+    assert [m.group for m in model.modules() if isinstance(m, nn.BatchNorm2d)] == [8, 8]
+    nn.set_batchnorm_group(model, 0)  # 0 means the whole batch, as None does
+    assert [m.group for m in model.modules() if isinstance(m, nn.BatchNorm2d)] == [None, None]

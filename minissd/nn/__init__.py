@@ -10,11 +10,11 @@ from .activation import ReLU
 from .conv import Conv2d
 from .gradcheck import gradcheck, numerical_gradient, rel_error
 from .module import Module, Parameter, Sequential
-from .norm import BatchNorm2d, L2Norm
+from .norm import BatchNorm2d, L2Norm, set_batchnorm_group
 from .optim import SGD, Adam
 from .pool import MaxPool2d
 from .schedule import Constant, Cosine, LinearWarmup, MultiStep
 
 __all__ = ["Module", "Parameter", "Sequential", "Conv2d", "ReLU", "MaxPool2d", "BatchNorm2d",
-           "L2Norm", "SGD", "Adam", "Constant", "MultiStep", "Cosine", "LinearWarmup",
+           "L2Norm", "set_batchnorm_group", "SGD", "Adam", "Constant", "MultiStep", "Cosine", "LinearWarmup",
            "gradcheck", "rel_error", "numerical_gradient", "init"]

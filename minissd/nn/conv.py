@@ -41,7 +41,6 @@ from numba import njit
 
 from . import init
 from .module import Module, Parameter
-from .threads import run_pieces, split_batch
 
 CHUNK_BYTES = 2 << 20  # bytes of one chunk of cols: about the L2 cache of a core
 
@@ -52,8 +51,8 @@ def conv_output_size(size, kernel_size, stride, padding, dilation):
 
 
 # ---- layout changes at the boundary (NCHW <-> channels-last grid) --------------------------
-# Every Numba kernel here is single-threaded and releases the GIL (nogil): the threads of
-# threads.run_pieces run them side by side, one piece of the batch each.
+# Every Numba kernel here is a plain single-threaded loop. They release the GIL (nogil), so
+# the data loader's threads go on preparing batches meanwhile.
 
 @njit(nogil=True, cache=True)
 def to_grid(x, top, left, Hg, Wg):
@@ -249,48 +248,31 @@ class Conv2d(Module):
         N, _, H, W = x.shape
         Ho, Wo = self.output_size(H, W)  # raises if the kernel does not fit
         x = np.ascontiguousarray(x)
-        w_mat = self._w_mat()
+        w_mat = self._w_mat()  # (k*k*C_in, C_out)
         bias = self.bias.data if self.bias is not None else np.zeros(self.out_channels, w_mat.dtype)
-        y = np.empty((N, self.out_channels, Ho, Wo), dtype=np.result_type(x, w_mat))
+        geo = self._geometry(N, H, W)
         p = self.padding
-
-        def forward_piece(images):  # one piece of the batch, images n0..n1-1, on one thread
-            n0, n1 = images
-            geo = self._geometry(n1 - n0, H, W)
-            X = to_grid(x[n0:n1], p, p, geo.Hp, geo.Wp).reshape(-1, self.in_channels)  # (n*Hp*Wp, C_in)
-            Y = conv2d_forward(X, w_mat, geo)  # (n*Ho*Wo, C_out)
-            from_grid(Y.reshape(n1 - n0, Ho, Wo, -1), 0, 0, bias, y[n0:n1])  # (n, C_out, Ho, Wo)
-            return X
-
-        self._pieces = split_batch(N, Ho * Wo)
-        self._Xs = run_pieces(forward_piece, self._pieces)  # kept for backward: cols are gathered again
-        self._in_hw = (H, W)
+        X = to_grid(x, p, p, geo.Hp, geo.Wp).reshape(-1, self.in_channels)  # (N*Hp*Wp, C_in)
+        Y = conv2d_forward(X, w_mat, geo)  # (N*Ho*Wo, C_out)
+        y = np.empty((N, self.out_channels, Ho, Wo), dtype=Y.dtype)
+        from_grid(Y.reshape(N, Ho, Wo, -1), 0, 0, bias, y)  # (N, C_out, Ho, Wo)
+        self._X, self._geo = X, geo  # kept for backward: cols are gathered again from X
         return y
 
     def backward(self, grad_out):
-        k, p = self.kernel_size, self.padding
-        H, W = self._in_hw
-        N = grad_out.shape[0]
+        k, p, geo = self.kernel_size, self.padding, self._geo
+        N, H, W = geo.N, geo.Hp - 2 * p, geo.Wp - 2 * p
         grad_out = np.ascontiguousarray(grad_out)
-        w_mat = self._w_mat()
-        grad_in = np.empty((N, self.in_channels, H, W), grad_out.dtype) if self.needs_input_grad else None
-        no_bias = np.zeros(self.in_channels, grad_out.dtype)
-
-        def backward_piece(piece):
-            (n0, n1), X = piece
-            geo = self._geometry(n1 - n0, H, W)
-            dY = to_grid(grad_out[n0:n1], 0, 0, geo.Ho, geo.Wo).reshape(geo.M, -1)  # (n*Ho*Wo, C_out)
-            dW, dX = conv2d_backward(X, w_mat, dY, geo, self.needs_input_grad)
-            if dX is not None:
-                from_grid(dX.reshape(n1 - n0, geo.Hp, geo.Wp, -1), p, p, no_bias, grad_in[n0:n1])  # (n, C_in, H, W)
-            return dW, dY.sum(axis=0)  # (kkC, C_out), (C_out,): this piece's share of dW and db
-
-        grads = run_pieces(backward_piece, zip(self._pieces, self._Xs))
-        dW = sum(g[0] for g in grads)
+        dY = to_grid(grad_out, 0, 0, geo.Ho, geo.Wo).reshape(geo.M, -1)  # (N*Ho*Wo, C_out)
+        dW, dX = conv2d_backward(self._X, self._w_mat(), dY, geo, self.needs_input_grad)
         self.weight.grad += dW.reshape(k, k, self.in_channels, -1).transpose(3, 2, 0, 1)  # (C_out, C_in, k, k)
         if self.bias is not None:
-            self.bias.grad += sum(g[1] for g in grads)
-        return grad_in
+            self.bias.grad += dY.sum(axis=0)  # (C_out,)
+        if dX is None:
+            return None  # the first layer: nobody needs the image's gradient
+        grad_in = np.empty((N, self.in_channels, H, W), grad_out.dtype)
+        no_bias = np.zeros(self.in_channels, grad_out.dtype)
+        return from_grid(dX.reshape(N, geo.Hp, geo.Wp, -1), p, p, no_bias, grad_in)  # (N, C_in, H, W)
 
     def extra_repr(self):
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "

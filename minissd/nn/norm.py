@@ -7,6 +7,14 @@ where the batch mean/variance are over (N, H, W); the variance used to NORMALISE
 biased one (divide by M = N*H*W) and the one put in running_var is the unbiased one
 (divide by M - 1).
 
+The BatchNorm group. With ``group = g`` the batch is cut into groups of g consecutive images,
+and each group is normalised with its own statistics ("ghost batch norm", Hoffer et al. 2017):
+the batch statistic above is then the mean over the groups of each group's statistic (M =
+g*H*W). The group is part of the maths (it changes the loss and the gradient), so it is a
+named setting of a run, the same on every device and for any number of worker processes;
+``set_batchnorm_group(model, g)`` sets it on every BatchNorm2d of a model. None means one group:
+the whole batch.
+
 L2Norm (Liu et al. 2016, sec. 3.1 / ParseNet, Liu, Rabinovich & Berg 2015) rescales the
 feature vector at every location of conv4_3 to unit L2 norm over channels and multiplies it
 by a learned per-channel scale initialised to 20: conv4_3's activations are much larger than
@@ -16,26 +24,27 @@ those of deeper layers, and this puts them on a comparable scale.
 import numpy as np
 from numba import njit
 
+from ..errors import ConfigError
 from .module import Module, Parameter
-from .threads import run_pieces, split_batch
 
 
 # ---- BatchNorm2d's two kernels: one channel at a time, every value read as few times as possible
 # NumPy would spend ~10 passes over the activations on what follows (mean, var, x - mean, the
 # scale, the shift, ... each a temporary array); these loops make 2-3 passes in forward and 2 in
-# backward. Channels are independent, so threads.run_pieces shares out ranges of channels.
+# backward. The layer calls them once per group of images. They release the GIL (nogil), so
+# the data loader's threads go on preparing batches meanwhile.
 
 @njit(nogil=True, cache=True)
-def batchnorm_forward(x, weight, bias, mean, var, c0, c1, batch_stats, eps, y):
-    """y = weight * (x - mean) / sqrt(var + eps) + bias for channels c0..c1-1.
+def batchnorm_forward(x, weight, bias, mean, var, batch_stats, eps, y):
+    """y = weight * (x - mean) / sqrt(var + eps) + bias, channel by channel.
 
     - x, y: (N, C, H*W); weight, bias: (C,)
     - mean, var: (C,) float64; with batch_stats they are OUTPUTS (the channel's mean and biased
       variance over N*H*W, computed in two passes in float64), else the running statistics
     """
-    N, _, L = x.shape
+    N, C, L = x.shape
     M = N * L
-    for c in range(c0, c1):
+    for c in range(C):
         if batch_stats:
             total = 0.0
             for n in range(N):
@@ -55,8 +64,8 @@ def batchnorm_forward(x, weight, bias, mean, var, c0, c1, batch_stats, eps, y):
 
 
 @njit(nogil=True, cache=True)
-def batchnorm_backward(x, grad_out, weight, mean, inv_std, c0, c1, batch_stats, dweight, dbias, dx):
-    """Gradients for channels c0..c1-1; x_hat = (x - mean) * inv_std is recomputed, not kept.
+def batchnorm_backward(x, grad_out, weight, mean, inv_std, batch_stats, dweight, dbias, dx):
+    """Gradients, channel by channel; x_hat = (x - mean) * inv_std is recomputed, not kept.
 
     - x, grad_out, dx: (N, C, H*W); weight: (C,); mean, inv_std: (C,) float64
     - dweight[c] = sum(grad * x_hat), dbias[c] = sum(grad) (overwritten, not added)
@@ -64,9 +73,9 @@ def batchnorm_backward(x, grad_out, weight, mean, inv_std, c0, c1, batch_stats, 
       dx = weight * inv_std * (grad - mean(grad) - x_hat * mean(grad * x_hat)), means over
       the M = N*H*W values; without, they are constants and dx = weight * inv_std * grad
     """
-    N, _, L = x.shape
+    N, C, L = x.shape
     M = N * L
-    for c in range(c0, c1):
+    for c in range(C):
         sum_g, sum_gx = 0.0, 0.0
         for n in range(N):
             for i in range(L):
@@ -82,53 +91,65 @@ def batchnorm_backward(x, grad_out, weight, mean, inv_std, c0, c1, batch_stats, 
                 dx[n, c, i] = k * (grad_out[n, c, i] - mean_g - x_hat * mean_gx)
 
 
-
-
 class BatchNorm2d(Module):
-    """y = weight * (x - mean) / sqrt(var + eps) + bias, per channel.
+    """y = weight * (x - mean) / sqrt(var + eps) + bias, per channel (and per group of images).
 
     - x: (N, C, H, W) -> same shape
     - weight, bias: (C,) Parameters, initialised to 1 and 0
     - running_mean, running_var: (C,) buffers, initialised to 0 and 1
-    - training mode: batch statistics over (N, H, W); updates the running buffers
+    - group: images per normalisation in training (None: the whole batch); N must be a
+      multiple of it (ConfigError otherwise)
+    - training mode: each group's statistics over (g, H, W); the running buffers move
+      towards the mean over the groups
     - eval mode: the running buffers; the layer is then a fixed per-channel affine map
     """
 
-    def __init__(self, channels, eps=1e-5, momentum=0.1, dtype=np.float32):
+    def __init__(self, channels, eps=1e-5, momentum=0.1, dtype=np.float32, group=None):
         self.channels, self.eps, self.momentum = int(channels), float(eps), float(momentum)
+        self.group = check_group(group)
         self.weight = Parameter(np.ones(channels, dtype=dtype))
         self.bias = Parameter(np.zeros(channels, dtype=dtype))
         self.register_buffer("running_mean", np.zeros(channels, dtype=dtype))
         self.register_buffer("running_var", np.ones(channels, dtype=dtype))
 
-    def _channel_pieces(self, x):
-        """Ranges of channels for the threads: about 256 Ki values each."""
-        return split_batch(self.channels, x.shape[0] * x.shape[2] * x.shape[3], target_rows=1 << 18)
+    def _groups(self, N):
+        """The image ranges [(n0, n1), ...] normalised together."""
+        g = self.group or N
+        if N % g:
+            raise ConfigError(f"BatchNorm group: a batch of {N} images cannot be cut into groups of "
+                              f"{g}; the batch size must be a multiple of the group")
+        return [(n0, n0 + g) for n0 in range(0, N, g)]
 
     def forward(self, x):
         if x.ndim != 4 or x.shape[1] != self.channels:
             raise ValueError(f"BatchNorm2d({self.channels}): input must be (N, {self.channels}, H, W), got {x.shape}")
         N, C, H, W = x.shape
         x = np.ascontiguousarray(x)
+        x3 = x.reshape(N, C, H * W)
+        y = np.empty_like(x)
+        y3 = y.reshape(N, C, H * W)
         batch_stats = self.training
         if batch_stats:
-            M = N * H * W
+            groups = self._groups(N)
+            M = (groups[0][1] - groups[0][0]) * H * W  # values per channel in one group
             if M < 2:
-                raise ValueError("BatchNorm2d: training needs more than one value per channel (N*H*W >= 2)")
-            mean, var = np.empty(C), np.empty(C)  # float64, filled by the kernel
+                raise ValueError("BatchNorm2d: training needs more than one value per channel and group "
+                                 "(images per group * H * W >= 2)")
+            mean, var = np.empty((len(groups), C)), np.empty((len(groups), C))  # float64, per group
+            for k, (n0, n1) in enumerate(groups):
+                batchnorm_forward(x3[n0:n1], self.weight.data, self.bias.data, mean[k], var[k],
+                                  True, self.eps, y3[n0:n1])
+            m = self.momentum  # the running statistics move towards the mean over the groups
+            self.running_mean[...] = (1 - m) * self.running_mean + m * mean.mean(axis=0)
+            self.running_var[...] = (1 - m) * self.running_var + m * var.mean(axis=0) * (M / (M - 1))  # unbiased
         else:
-            mean, var = self.running_mean.astype(np.float64), self.running_var.astype(np.float64)
-        y = np.empty_like(x)
-        x3, y3 = x.reshape(N, C, H * W), y.reshape(N, C, H * W)
-        run_pieces(lambda c: batchnorm_forward(x3, self.weight.data, self.bias.data, mean, var, c[0], c[1],
-                                               batch_stats, self.eps, y3), self._channel_pieces(x))
-        if batch_stats:
-            m = self.momentum
-            self.running_mean[...] = (1 - m) * self.running_mean + m * mean
-            self.running_var[...] = (1 - m) * self.running_var + m * var * (M / (M - 1))  # unbiased
+            groups = [(0, N)]  # one affine map for every image
+            mean = self.running_mean.astype(np.float64)[None]  # (1, C)
+            var = self.running_var.astype(np.float64)[None]
+            batchnorm_forward(x3, self.weight.data, self.bias.data, mean[0], var[0], False, self.eps, y3)
         # kept for backward: x itself (not a copy, as PyTorch saves its input), from which
         # backward recomputes x_hat; so the caller must not change x in place before backward
-        self._x, self._mean, self._inv_std = x, mean, 1.0 / np.sqrt(var + self.eps)
+        self._x, self._groups_used, self._mean, self._inv_std = x, groups, mean, 1.0 / np.sqrt(var + self.eps)
         self._batch_stats = batch_stats
         return y
 
@@ -136,17 +157,43 @@ class BatchNorm2d(Module):
         x = self._x
         N, C, H, W = x.shape
         grad_out = np.ascontiguousarray(grad_out, dtype=x.dtype)
-        dweight, dbias = np.empty(C), np.empty(C)
+        x3, g3 = x.reshape(N, C, -1), grad_out.reshape(N, C, -1)
         dx = np.empty_like(x)
-        x3, g3, dx3 = x.reshape(N, C, -1), grad_out.reshape(N, C, -1), dx.reshape(N, C, -1)
-        run_pieces(lambda c: batchnorm_backward(x3, g3, self.weight.data, self._mean, self._inv_std, c[0], c[1],
-                                                self._batch_stats, dweight, dbias, dx3), self._channel_pieces(x))
-        self.weight.grad += dweight
-        self.bias.grad += dbias
+        dx3 = dx.reshape(N, C, -1)
+        dweight, dbias = np.empty(C), np.empty(C)  # one group's, float64
+        for k, (n0, n1) in enumerate(self._groups_used):
+            batchnorm_backward(x3[n0:n1], g3[n0:n1], self.weight.data, self._mean[k], self._inv_std[k],
+                               self._batch_stats, dweight, dbias, dx3[n0:n1])
+            self.weight.grad += dweight
+            self.bias.grad += dbias
         return dx
 
     def extra_repr(self):
-        return f"{self.channels}, eps={self.eps}, momentum={self.momentum}"
+        group = f", group={self.group}" if self.group else ""
+        return f"{self.channels}, eps={self.eps}, momentum={self.momentum}{group}"
+
+
+def check_group(group):
+    """None (or 0) for the whole batch, else a positive int; ConfigError otherwise."""
+    if group is None or (isinstance(group, (int, np.integer)) and not isinstance(group, bool) and group == 0):
+        return None
+    if not isinstance(group, (int, np.integer)) or isinstance(group, bool) or group < 0:
+        raise ConfigError(f"BatchNorm group: expected a positive number of images (or None / 0 for the "
+                          f"whole batch), got {group!r}")
+    return int(group)
+
+
+def set_batchnorm_group(model, group):
+    """Normalise every ``group`` consecutive images together in every BatchNorm2d of ``model``.
+
+    - group: images per normalisation; None or 0: the whole batch
+    - returns the number of BatchNorm2d layers set (0 for a network without BatchNorm)
+    """
+    group = check_group(group)
+    layers = [m for m in model.modules() if isinstance(m, BatchNorm2d)]
+    for m in layers:
+        m.group = group
+    return len(layers)
 
 
 class L2Norm(Module):

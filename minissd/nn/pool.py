@@ -2,9 +2,8 @@
 
 Forward records, for every output, the flat index ``y * W + x`` of the input that won
 (its argmax); backward adds each output gradient into that one input. Both are plain
-single-threaded Numba loops over the (image, channel) planes: a pooling layer reads each value
-once, a few milliseconds at batch 32, less than handing pieces to threads would save
-(threads.py says why minissd.nn uses no ``prange``).
+single-threaded Numba loops over the (image, channel) planes, like every layer of minissd.nn
+(several cores are used by running whole steps in worker processes: minissd.workers).
 """
 
 import numpy as np
