@@ -8,7 +8,8 @@ import stat
 import numpy as np
 import pytest
 
-from minissd.checkpoint import CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
+from minissd.checkpoint import (CheckpointError, load_checkpoint, read_checkpoint,
+                                remove_stale_temporaries, save_checkpoint)
 from minissd.nn import SGD, BatchNorm2d, Conv2d, ReLU, Sequential
 
 
@@ -121,3 +122,123 @@ def test_checkpoint_gets_the_umask_permissions_not_mkstemp_0600(tmp_path):
     finally:
         os.umask(old)
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o644
+
+
+# ---- leftovers of a killed write ---------------------------------------------------------------
+
+def test_stale_temporaries_are_removed_and_nothing_else(tmp_path):
+    # What a kill -9 during savez_atomic leaves: its temporary file, today's name (a dead
+    # writer's pid) and the name versions before 2026-12-02 used (".tmp-" + 8 characters).
+    dead = 2**22 + 12345  # above Linux's default pid_max: no such process
+    stale = [tmp_path / f".minissd-tmp-{dead}-abcd1234.npz", tmp_path / ".tmp-x1y2z3_q.npz"]
+    live = tmp_path / f".minissd-tmp-{os.getppid()}-abcd1234.npz"  # a running writer's: kept
+    theirs = [tmp_path / n for n in ("checkpoint.npz", ".tmp-notes.txt", "tmp-abcd1234.npz",
+                                     ".tmp-abcd12345.npz", ".minissd-tmp-abcd1234.npz")]
+    for p in stale + [live] + theirs:
+        p.write_bytes(b"x" * 100)
+    removed = remove_stale_temporaries(tmp_path)
+    assert removed == sorted(str(p) for p in stale)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in [live] + theirs)
+    assert remove_stale_temporaries(tmp_path / "missing") == []
+
+
+def test_a_write_killed_midway_leaves_a_temporary_that_the_next_start_removes(tmp_path, monkeypatch):
+    # savez_atomic's own temporary name is one that remove_stale_temporaries recognises.
+    net = small_net(0)
+    seen = []
+
+    def die(f, **arrays):  # the process "dies" after the temporary file exists
+        seen.extend(p.name for p in tmp_path.iterdir())
+        raise SystemExit("killed")
+    monkeypatch.setattr(np, "savez", die)
+    with pytest.raises(SystemExit):
+        save_checkpoint(tmp_path / "c.npz", net)
+    monkeypatch.undo()
+    (name,) = seen
+    (tmp_path / name).write_bytes(b"half")  # as kill -9 would have left it (no cleanup ran)
+    assert remove_stale_temporaries(tmp_path) == [str(tmp_path / name)]
+
+
+# ---- hostile and damaged files ---------------------------------------------------------------
+
+GiB = 2**30
+
+
+@pytest.fixture(scope="module")
+def bomb(tmp_path_factory):
+    """A ~5 MB .npz whose 'model/0.weight' entry inflates to 1 GiB of zeros (honest headers)."""
+    import zipfile
+
+    path = tmp_path_factory.mktemp("bomb") / "bomb.npz"
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
+        with zf.open("meta.npy", "w") as f:
+            np.lib.format.write_array(f, np.array(json.dumps({"iteration": 0})))
+        with zf.open("model/0.weight.npy", "w", force_zip64=True) as f:
+            np.lib.format.write_array_header_1_0(
+                f, {"descr": "<f4", "fortran_order": False, "shape": (GiB // 4,)})
+            chunk = bytes(2**22)
+            for _ in range(GiB // len(chunk)):
+                f.write(chunk)
+    assert os.path.getsize(path) < 8 * 2**20
+    return path
+
+
+@pytest.mark.parametrize("how", ["read", "load into a model"])
+def test_a_small_file_with_a_huge_entry_is_refused_before_inflating(bomb, how):
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        with pytest.raises(CheckpointError, match="bomb.npz") as err:
+            if how == "read":
+                read_checkpoint(bomb)
+            else:
+                load_checkpoint(bomb, small_net(0))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 64 * 2**20, peak  # NumPy reports its buffers to tracemalloc: 1 GiB before the fix
+    assert ("zip bomb" in str(err.value)) if how == "read" else ("does not fit" in str(err.value))
+
+
+def test_an_entry_that_declares_more_than_it_holds_is_refused(tmp_path):
+    import zipfile
+
+    path = tmp_path / "forged.npz"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("meta.npy", _npy_bytes(np.array(json.dumps({"iteration": 0}))))
+        import io
+
+        buf = io.BytesIO()  # a header declaring 40 MB, followed by 16 bytes of data
+        np.lib.format.write_array_header_1_0(
+            buf, {"descr": "<f4", "fortran_order": False, "shape": (10**7,)})
+        zf.writestr("model/w.npy", buf.getvalue() + bytes(16))
+    with pytest.raises(CheckpointError, match="forged.npz: entry 'model/w' declares"):
+        read_checkpoint(path)
+
+
+def _npy_bytes(array):
+    import io
+
+    buf = io.BytesIO()
+    np.lib.format.write_array(buf, array)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("meta, message", [
+    ("{not json", "'meta' entry is not JSON"),
+    ("[1, 2, 3]", "'meta' entry is JSON list, expected an object"),
+    ('{"iteration": "seven"}', "meta['iteration'] is 'seven', expected an integer"),
+    ('{"iteration": 1, "extra": [1]}', "meta['extra'] is [1], expected an object"),
+])
+def test_bad_meta_is_a_named_error(tmp_path, meta, message):
+    path = tmp_path / "c.npz"
+    np.savez(path, meta=np.array(meta))
+    with pytest.raises(CheckpointError, match=f"c.npz: .*{_re(message)}"):
+        read_checkpoint(path)
+
+
+def _re(text):
+    import re
+
+    return re.escape(text)
