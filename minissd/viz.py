@@ -94,6 +94,7 @@ def draw_boxes(image, boxes, labels=None, scores=None, class_names=None, ax=None
         ax = _new_ax(ax)
         W, H = (abs(np.diff(ax.get_xlim())[0]), abs(np.diff(ax.get_ylim())[0])) if ax.images else (1, 1)
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    tags = []  # (priority, box in pixels, text, colour): placed after every box is drawn
     for n, (x0, y0, x1, y1) in enumerate(boxes):
         label = None if labels is None else int(labels[n])
         c = color if color is not None else (class_color(label) if label is not None else "yellow")
@@ -104,9 +105,44 @@ def draw_boxes(image, boxes, labels=None, scores=None, class_names=None, ax=None
         text = "" if label is None else (class_names[label - 1] if class_names else str(label))
         if scores is not None:
             text = f"{text} {float(scores[n]):.2f}".strip()
-        ax.text(x0 * W, y0 * H, text, fontsize=7, color="white", va="bottom",
-                bbox=dict(facecolor=c, edgecolor="none", pad=1, alpha=0.8))
+        priority = -float(scores[n]) if scores is not None else n
+        tags.append((priority, (x0 * W, y0 * H, x1 * W, y1 * H), text, c))
+    place_labels(ax, [t[1:] for t in sorted(tags, key=lambda t: t[0])])
     return ax
+
+
+def place_labels(ax, tags, fontsize=7):
+    """Write box labels where they overlap no other label; a label with no free place is left out.
+
+    - tags: sequence of (box (x0, y0, x1, y1) in data coordinates, text, colour), the most
+      important first (``draw_boxes`` orders them by score).
+    Each label tries, in turn: above the box's top-left corner, inside it, below the box's
+    bottom-left corner, inside it; the first place whose text overlaps no label placed before
+    (measured on the figure as it is laid out now) is kept. Lay the figure out first
+    (``tight_layout``): moving the axes afterwards can bring labels together again.
+    - returns: the number of labels left out.
+    """
+    try:
+        renderer = ax.figure.canvas.get_renderer()
+    except AttributeError:  # a backend that cannot measure text: place every label above its box
+        renderer = None
+    placed, left_out = [], 0
+    for (x0, y0, x1, y1), text, colour in tags:
+        artist = ax.text(x0, y0, text, fontsize=fontsize, color="white", va="bottom", clip_on=True,
+                         bbox=dict(facecolor=colour, edgecolor="none", pad=1, alpha=0.8))
+        if renderer is None:
+            continue
+        for x, y, va in ((x0, y0, "bottom"), (x0, y0, "top"), (x0, y1, "top"), (x0, y1, "bottom")):
+            artist.set_position((x, y))
+            artist.set_va(va)
+            extent = artist.get_window_extent(renderer=renderer).expanded(1.0, 1.1)
+            if not any(extent.overlaps(other) for other in placed):
+                placed.append(extent)
+                break
+        else:
+            artist.remove()
+            left_out += 1
+    return left_out
 
 
 def _center_to_corner(b):
@@ -265,7 +301,9 @@ def plot_pr_curves(curves, class_names=None, ax=None, title=None):
     ax.set_xlabel("recall")
     ax.set_ylabel("precision")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower left")
+    if ax.get_legend_handles_labels()[0]:
+        # beside the axes, so that it never hides a curve
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
     if title:
         ax.set_title(title)
     return ax
@@ -285,18 +323,136 @@ def detection_grid(images, detections, class_names=None, ground_truth=None, ncol
     nrows = max(1, int(np.ceil(n / ncols)))
     fig, axes = plt.subplots(nrows, ncols, figsize=(panel_size * ncols, panel_size * nrows), squeeze=False)
     for i, ax in enumerate(axes.flat):
+        if i < n:
+            show_image(images[i], ax=ax)
+    fig.tight_layout()  # before the labels: place_labels measures them on the final layout
+    for i, ax in enumerate(axes.flat):
         if i >= n:
             ax.axis("off")
             continue
-        show_image(images[i], ax=ax)
         if ground_truth is not None:
-            draw_boxes(images[i], ground_truth[i][0], ax=ax, color="white", linewidth=0.8,
+            draw_boxes(None, ground_truth[i][0], ax=ax, color="white", linewidth=0.8,
                        linestyle=":", show_text=False)
         boxes, labels, scores = detections[i]
         keep = np.asarray(scores) >= score_threshold
-        draw_boxes(images[i], np.asarray(boxes)[keep], np.asarray(labels)[keep],
+        draw_boxes(None, np.asarray(boxes)[keep], np.asarray(labels)[keep],
                    np.asarray(scores)[keep], class_names=class_names, ax=ax)
+    return fig
+
+
+# ---- the error analysis (minissd.analyze) ---------------------------------------------------------
+
+ERROR_COLORS = {"correct": "tab:green", "localisation": "tab:orange", "duplicate": "gold",
+                "confusion": "tab:purple", "background": "tab:red", "missed": "tab:gray"}
+
+
+def plot_error_ranking(result, ax=None):
+    """The SSD paper's Fig. 3 (after Hoiem et al.): the share of each detection type among the N
+    best-scored detections, against N (in units of the number of objects), stacked.
+
+    - result: the dict of ``minissd.analyze.analyze`` (its "ranking").
+    - returns: the Axes.
+    """
+    ax = _new_ax(ax, figsize=(6, 3.6))
+    ranking = result["ranking"]
+    n = np.asarray(ranking["detections"], dtype=np.float64) / max(ranking["objects"], 1)
+    names = ["correct", "localisation", "duplicate", "confusion", "background"]
+    shares = [np.asarray(ranking[name]) for name in names]
+    if len(n):
+        ax.stackplot(n, shares, labels=names, colors=[ERROR_COLORS[k] for k in names], alpha=0.85)
+    ax.set_xscale("log")
+    ax.set_xlim(n[0] if len(n) else 0.01, n[-1] if len(n) else 1)
+    ax.set_ylim(0, 1)
+    ax.axvline(1.0, color="k", linewidth=0.8, linestyle=":")
+    ax.set_xlabel("best-scored detections kept, per object")
+    ax.set_ylabel("share of those detections")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
+    ax.figure.tight_layout()
+    return ax
+
+
+def plot_delta_map(result, ax=None):
+    """The mAP gained if one error type alone were fixed (TIDE), as horizontal bars."""
+    ax = _new_ax(ax, figsize=(5, 2.8))
+    items = sorted(result["delta_map"].items(), key=lambda kv: kv[1])
+    names, gains = [k for k, _ in items], [v for _, v in items]
+    ax.barh(names, gains, color=[ERROR_COLORS[k] for k in names])
+    for y, g in enumerate(gains):
+        ax.text(g, y, f" +{g:.3f}", va="center", fontsize=8)
+    ax.set_xlim(0, max(gains + [0.01]) * 1.3)
+    ax.set_xlabel(f"mAP gained if fixed (mAP now {result['map']:.3f})")
+    ax.figure.tight_layout()
+    return ax
+
+
+def plot_sensitivity(result, key="ap"):
+    """The SSD paper's Fig. 4 (after Hoiem et al.): AP (or recall) per size and aspect bucket.
+
+    - key: "ap", "recall" (at the analysis' score threshold) or "max_recall" (at any score).
+    - returns: the Figure (two panels: size, aspect ratio).
+    """
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3), sharey=True)
+    for ax, part, title in ((axes[0], "by_size", "object area"), (axes[1], "by_aspect", "aspect ratio w/h")):
+        names = list(result[part])
+        values = [result[part][b][key] for b in names]
+        ax.bar(names, values, color="tab:blue")
+        for x, (v, b) in enumerate(zip(values, names)):
+            ax.text(x, v, f"{v:.2f}\n{result[part][b]['objects']}", ha="center", va="bottom", fontsize=7)
+        ax.axhline(result["map"] if key == "ap" else np.nanmean(values), color="k", linewidth=0.8, linestyle=":")
+        ax.set_title(f"{key} by {title}", fontsize=9)
+        ax.set_ylim(0, 1.15)
+    axes[0].set_ylabel(key + " (numbers: value, objects)")
     fig.tight_layout()
+    return fig
+
+
+def plot_confusion(result, ax=None):
+    """The confusion matrix of ``analyze``: rows the object's class (and background), columns the
+    predicted class (and missed); counts written in each cell."""
+    conf = result["confusion"]
+    m = np.asarray(conf["matrix"])
+    ax = _new_ax(ax, figsize=(5.5, 4.8))
+    ax.imshow(np.log1p(m), cmap="Blues")
+    for (r, c), v in np.ndenumerate(m):
+        if v:
+            ax.text(c, r, str(v), ha="center", va="center", fontsize=7,
+                    color="white" if np.log1p(v) > 0.6 * np.log1p(m.max()) else "black")
+    ax.set_xticks(range(len(conf["columns"])), conf["columns"], rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(len(conf["rows"])), conf["rows"], fontsize=8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("object")
+    ax.set_title(f"detections scoring >= {result['score_threshold']:g}", fontsize=9)
+    ax.figure.tight_layout()
+    return ax
+
+
+def false_positive_grid(dataset, false_positives, ncols=4, panel_size=2.6):
+    """The best-scored false positives, each on its image: the detection (thick, with its type,
+    label and score) and the image's objects (thin white, dotted).
+
+    - dataset: what the analysis ran on (``dataset[i]`` gives image, boxes, labels, ...).
+    - false_positives: entries of ``analyze(...)["false_positives"]``.
+    - returns: the Figure.
+    """
+    n = max(len(false_positives), 1)
+    nrows = int(np.ceil(n / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(panel_size * ncols, panel_size * nrows + 0.2),
+                             squeeze=False)
+    for ax, fp in zip(axes.flat, false_positives):
+        image, boxes = dataset[fp["image"]][:2]
+        about = f" on {fp['object_label']}" if fp["type"] == "confusion" else ""
+        show_image(image, ax=ax, title=f"{fp['type']}{about}, IoU {fp['iou']:.2f}")
+        draw_boxes(None, boxes, ax=ax, color="white", linewidth=0.8, linestyle=":", show_text=False)
+    fig.tight_layout()
+    for ax, fp in zip(axes.flat, false_positives):
+        box = np.asarray(fp["box"])[None]
+        draw_boxes(None, box, ax=ax, color=ERROR_COLORS[fp["type"]], linewidth=2.0,
+                   scores=[fp["score"]], labels=None, show_text=False)
+        H, W = abs(np.diff(ax.get_ylim())[0]), abs(np.diff(ax.get_xlim())[0])
+        place_labels(ax, [((box[0, 0] * W, box[0, 1] * H, box[0, 2] * W, box[0, 3] * H),
+                           f"{fp['label']} {fp['score']:.2f}", ERROR_COLORS[fp["type"]])])
+    for ax in axes.flat[len(false_positives):]:
+        ax.axis("off")
     return fig
 
 
