@@ -92,3 +92,33 @@ def test_to_image_undoes_the_normalisation():
     chw, _, _ = normalize(pixels, None, None)
     back = viz.to_image(chw, mean=MEAN, std=STD)
     np.testing.assert_allclose(back, pixels / 255.0, atol=1e-5)
+
+
+def test_labels_of_stacked_boxes_never_overlap():
+    # five boxes on almost the same spot (what NMS leaves for one object with several classes):
+    # drawn naively, their labels print on top of each other ("ring 0.51.51.52")
+    boxes = np.array([[0.30, 0.30, 0.60, 0.60]] * 4 + [[0.31, 0.31, 0.61, 0.61]])
+    ax = viz.draw_boxes(np.zeros((128, 128, 3), np.uint8), boxes, labels=[1, 2, 3, 4, 5],
+                        scores=[0.9, 0.8, 0.7, 0.6, 0.5], class_names=list("abcde"))
+    renderer = ax.figure.canvas.get_renderer()
+    extents = [t.get_window_extent(renderer=renderer) for t in ax.texts]
+    assert 1 <= len(extents) <= 5
+    for i, a in enumerate(extents):
+        for b in extents[i + 1:]:
+            assert not a.overlaps(b)
+    # the best-scored boxes keep their labels: the first four places go to a, b, c, d
+    assert [t.get_text() for t in ax.texts][:2] == ["a 0.90", "b 0.80"]
+
+
+def test_analysis_pictures(tmp_path):
+    from minissd.analyze import analyze
+
+    gt = [(np.array([[0.1, 0.1, 0.5, 0.5]]), np.array([1]), np.array([False]))] * 3
+    det = [(np.array([[0.1, 0.1, 0.5, 0.5], [0.6, 0.6, 0.9, 0.9]]), np.array([1, 2]), np.array([0.9, 0.4]))] * 3
+    result = analyze(det, gt, ["a", "b"])
+    for name, fig in (("r", viz.plot_error_ranking(result)), ("s", viz.plot_sensitivity(result)),
+                      ("c", viz.plot_confusion(result)), ("d", viz.plot_delta_map(result))):
+        assert (tmp_path / f"{name}.png") == type(tmp_path)(viz.save_figure(fig, tmp_path / f"{name}.png"))
+    data = [(np.zeros((64, 64, 3), np.uint8), gt[0][0], gt[0][1])] * 3
+    fig = viz.false_positive_grid(data, result["false_positives"])
+    assert [t.get_text() for t in fig.axes[0].texts] == ["b 0.40"]
