@@ -8,6 +8,12 @@ Order (DESIGN.md, the same as ssd.pytorch): feature map by feature map, then row
 column j, then the boxes of one location: the square of size s_k, the square of size
 sqrt(s_k s_{k+1}), then for each aspect ratio a: (s_k sqrt(a), s_k / sqrt(a)) followed by its
 transpose (s_k / sqrt(a), s_k sqrt(a)).
+
+Fitting default boxes to a dataset (a user's objects are rarely VOC's):
+
+    prior_coverage(boxes, config, iou_threshold)     share of objects with an IoU >= threshold
+                                                     with at least one default box
+    fit_prior_scales(data, config, iou_threshold)    per-map scales that raise that share
 """
 
 import itertools
@@ -15,6 +21,8 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+
+from .errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -38,18 +46,18 @@ class PriorConfig:
         m = len(self.feature_maps)
         for name in ("steps", "min_sizes", "max_sizes", "aspect_ratios"):
             if len(getattr(self, name)) != m:
-                raise ValueError(f"PriorConfig.{name}: expected {m} entries (one per feature map), "
+                raise ConfigError(f"PriorConfig.{name}: expected {m} entries (one per feature map), "
                                  f"got {len(getattr(self, name))}")
         if self.image_size <= 0:
-            raise ValueError(f"PriorConfig.image_size: expected > 0, got {self.image_size}")
+            raise ConfigError(f"PriorConfig.image_size: expected > 0, got {self.image_size}")
         for k in range(m):
             if self.feature_maps[k] < 1 or self.steps[k] <= 0:
-                raise ValueError(f"PriorConfig: map {k} needs feature_maps >= 1 and steps > 0")
+                raise ConfigError(f"PriorConfig: map {k} needs feature_maps >= 1 and steps > 0")
             if not 0 < self.min_sizes[k] <= self.max_sizes[k]:
-                raise ValueError(f"PriorConfig: map {k} needs 0 < min_sizes <= max_sizes, got "
+                raise ConfigError(f"PriorConfig: map {k} needs 0 < min_sizes <= max_sizes, got "
                                  f"{self.min_sizes[k]}, {self.max_sizes[k]}")
             if any(a <= 0 for a in self.aspect_ratios[k]):
-                raise ValueError(f"PriorConfig.aspect_ratios[{k}]: ratios must be > 0")
+                raise ConfigError(f"PriorConfig.aspect_ratios[{k}]: ratios must be > 0")
 
     @property
     def boxes_per_location(self):
@@ -102,6 +110,58 @@ class PriorConfig:
         )
 
 
+    @classmethod
+    def from_scale_list(cls, image_size, feature_maps, scales, aspect_ratios=None, clip=True):
+        """A config with the scales given (fractions of the image side).
+
+        - scales, one of
+          - m values s_1 <= ... <= s_m (one per map) or m + 1 (the last is s_{m+1}): the
+            paper's chain, map k's extra square is sqrt(s_k s_{k+1}); with m values s_{m+1}
+            continues the line, s_m + (s_m - s_{m-1});
+          - m pairs (s_k, t_k) with s_k <= t_k: map k's own two scales, its boxes of every
+            aspect ratio at s_k and its extra square at sqrt(s_k t_k) (what
+            ``fit_prior_scales`` returns);
+        - aspect_ratios: per map, default (2,) everywhere
+        Steps are image_size / feature_map, as in ``from_scales``. ConfigError for bad scales.
+        """
+        feature_maps = tuple(int(f) for f in feature_maps)
+        n = len(feature_maps)
+        try:
+            values = np.asarray(scales, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise ConfigError(f"prior scales: expected numbers, got {scales!r}") from None
+        if values.ndim == 2 and values.shape == (n, 2):
+            lo, hi = values[:, 0], values[:, 1]
+        elif values.ndim == 1 and len(values) in (n, n + 1):
+            chain = list(values)
+            if len(chain) == n:
+                chain.append(chain[-1] + (chain[-1] - chain[-2]) if n > 1 else chain[-1])
+            if any(b < a for a, b in zip(chain, chain[1:])):
+                raise ConfigError(f"prior scales: a chain of scales must not decrease, got {list(values)}")
+            lo, hi = np.array(chain[:-1]), np.array(chain[1:])
+        else:
+            raise ConfigError(f"prior scales: expected {n} or {n + 1} values or {n} (min, max) pairs, one per "
+                              f"feature map {feature_maps}; got shape {values.shape}")
+        if not (np.isfinite(values).all() and (values > 0).all()) or (hi < lo).any():
+            raise ConfigError(f"prior scales: expected positive fractions of the image with min <= max, got {values.tolist()}")
+        if aspect_ratios is None:
+            aspect_ratios = ((2,),) * n
+        return cls(
+            image_size=image_size,
+            feature_maps=feature_maps,
+            steps=tuple(image_size / f for f in feature_maps),
+            min_sizes=tuple(float(v) * image_size for v in lo),
+            max_sizes=tuple(float(v) * image_size for v in hi),
+            aspect_ratios=tuple(tuple(a) for a in aspect_ratios),
+            clip=clip,
+        )
+
+    @property
+    def scales(self):
+        """(s_1, ..., s_m, s_{m+1}): min_sizes and the last max_size as fractions of image_size."""
+        return tuple(v / self.image_size for v in self.min_sizes) + (self.max_sizes[-1] / self.image_size,)
+
+
 SSD300_VOC = PriorConfig()  # the paper's SSD300 on VOC: 8732 default boxes
 
 
@@ -136,3 +196,151 @@ def default_boxes(config=SSD300_VOC):
     if config.clip:
         np.clip(priors, 0.0, 1.0, out=priors)
     return priors.astype(np.float32)
+
+
+# ---- fitting default boxes to a dataset ------------------------------------------------------
+
+def dataset_boxes(data):
+    """All ground-truth boxes of a dataset as one (N, 4) float32 array, corner [0, 1].
+
+    - data: a dataset with ``annotations`` (every minissd reader: no pixels decoded), a
+      ConcatDataset (``datasets``), any ``image, boxes, ... = data[i]`` dataset, or already
+      an (N, 4) array of corner boxes
+    """
+    if hasattr(data, "annotations"):
+        parts = [a.boxes for a in data.annotations]
+    elif hasattr(data, "datasets"):
+        parts = [dataset_boxes(d) for d in data.datasets]
+    elif isinstance(data, (np.ndarray, list, tuple)):
+        b = np.asarray(data, dtype=np.float32)
+        if b.size == 0:
+            return b.reshape(0, 4)
+        if b.ndim != 2 or b.shape[1] != 4:
+            raise ConfigError(f"boxes: expected a dataset or an (N, 4) array of corner boxes, got shape {b.shape}")
+        return b
+    else:  # any dataset: image, boxes, labels, difficult = data[i] (decodes every image)
+        parts = [data[i][1] for i in range(len(data))]
+    return np.concatenate([np.asarray(p, np.float32).reshape(-1, 4) for p in parts] or [np.zeros((0, 4), np.float32)])
+
+
+def prior_coverage(data, config, iou_threshold=0.5, chunk=512):
+    """The share of objects that at least one default box overlaps with IoU >= iou_threshold.
+
+    - data: a dataset or (N, 4) corner boxes (see ``dataset_boxes``)
+    - config: the PriorConfig of the model (the boxes are compared as ``default_boxes`` makes them)
+    - returns (share, best): share in [0, 1] (1.0 for no objects), best (N,) float32, each
+      object's highest IoU with any default box
+
+    Matching still gives every object its best default box as a positive (DESIGN.md), but an
+    object whose best IoU is under the threshold gets only that one, poorly placed: this share
+    is the number that tells whether the priors fit the objects.
+    """
+    from .boxes import center_to_corner, iou
+
+    boxes = dataset_boxes(data)
+    priors = center_to_corner(default_boxes(config))  # (P, 4) corner
+    best = np.zeros(len(boxes), np.float32)
+    for a in range(0, len(boxes), chunk):
+        best[a:a + chunk] = iou(boxes[a:a + chunk], priors).max(axis=1)  # (chunk,)
+    share = float((best >= iou_threshold).mean()) if len(boxes) else 1.0
+    return share, best
+
+
+def _iou_at_nearest_cell(w, h, dx, dy, pw, ph):
+    """IoU of a (w, h) box and a (pw, ph) box whose centre is (dx, dy) away; arrays broadcast."""
+    ix = np.clip(np.minimum(w / 2, dx + pw / 2) - np.maximum(-w / 2, dx - pw / 2), 0, None)
+    iy = np.clip(np.minimum(h / 2, dy + ph / 2) - np.maximum(-h / 2, dy - ph / 2), 0, None)
+    inter = ix * iy
+    return inter / (w * h + pw * ph - inter)
+
+
+def fit_prior_scales(data, config, iou_threshold=0.5, candidates=None, sweeps=4):
+    """Default-box scales for each map, chosen so that as many objects as possible get a positive.
+
+    - data: a dataset (boxes read from its annotations, no pixels decoded) or (N, 4) corner boxes
+    - config: a PriorConfig giving the layout to fit: image_size, feature_maps and
+      aspect_ratios stay; only the sizes change (e.g. ``model_config("tiny", input_size=384).priors``)
+    - iou_threshold: the matching threshold training uses
+    - candidates: the scale values to choose from (default 128 values, evenly spaced in log
+      from 0.005 to 1)
+    - returns m pairs (s_k, t_k), fractions of the image side: map k's boxes of every aspect
+      ratio at scale s_k, its extra square at sqrt(s_k t_k); pass them on as
+      ``build_model(..., prior_scales=...)`` / ``PriorConfig.from_scale_list``
+
+    How: an object is *covered* by a box shape of map k when that box, placed at the cell
+    centre nearest the object's centre (the best place for a box of a given shape), overlaps it
+    with IoU >= iou_threshold. Each map has two free sizes: s_k (the square and the
+    aspect-ratio pairs) and its extra square's side g_k = sqrt(s_k t_k) >= s_k. Starting from
+    ``config``'s own sizes, each of the 2m sizes in turn takes the candidate that covers the
+    most objects given the others (ties: the one nearest its current value, so maps that no
+    object needs keep the paper's rule), for a few sweeps. ``prior_coverage`` measures the
+    result with the real default boxes. A map's step bounds what any size can do: an object
+    much smaller than the step of the finest map may sit too far from every centre for an IoU
+    of 0.5, whatever the scale (then a larger input size helps, not other scales).
+    Aspect ratios are not fitted: with {1, 2, 1/2} objects up to about 1:3 are coverable.
+    """
+    boxes = dataset_boxes(data).astype(np.float64)
+    n_maps = len(config.feature_maps)
+    S = config.image_size
+    own = [(config.min_sizes[k] / S, config.max_sizes[k] / S) for k in range(n_maps)]
+    if len(boxes) == 0:
+        return tuple(own)
+    cand = np.geomspace(0.005, 1.0, 128) if candidates is None else np.sort(np.asarray(candidates, np.float64))
+    cx, cy = (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2  # (N,)
+    w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+
+    # main[k, j, n]: object n covered by map k's square or aspect pairs at scale cand[j];
+    # square[k, j, n]: by map k's square of side cand[j] (the extra square)
+    main = np.zeros((n_maps, len(cand), len(boxes)), bool)
+    square = np.zeros_like(main)
+    for k, f in enumerate(config.feature_maps):
+        step = config.steps[k] / S
+        dx = np.abs(cx - (np.clip(np.floor(cx / step), 0, f - 1) + 0.5) * step)  # (N,) to the nearest centre
+        dy = np.abs(cy - (np.clip(np.floor(cy / step), 0, f - 1) + 0.5) * step)
+        shapes = [(math.sqrt(a), 1 / math.sqrt(a)) for a in config.aspect_ratios[k]]
+        shapes += [(b, a) for a, b in shapes]
+        for j, s in enumerate(cand):
+            q = min(s, 1.0)  # clip clamps sizes at 1
+            square[k, j] = _iou_at_nearest_cell(w, h, dx, dy, q, q) >= iou_threshold
+            main[k, j] = square[k, j]
+            for rw, rh in shapes:
+                main[k, j] |= _iou_at_nearest_cell(w, h, dx, dy, min(s * rw, 1.0), min(s * rh, 1.0)) >= iou_threshold
+
+    def nearest(v):
+        return int(np.argmin(np.abs(np.log(cand) - math.log(v))))
+
+    pick_s = [nearest(lo) for lo, _ in own]
+    pick_g = [max(nearest(math.sqrt(lo * hi)), pick_s[k]) for k, (lo, hi) in enumerate(own)]
+    for _ in range(sweeps):
+        changed = False
+        for k in range(n_maps):
+            for which in ("s", "g"):
+                others = np.zeros(len(boxes), bool)  # covered by every size but this one
+                for m in range(n_maps):
+                    if not (m == k and which == "s"):
+                        others |= main[m, pick_s[m]]
+                    if not (m == k and which == "g"):
+                        others |= square[m, pick_g[m]]
+                if which == "s":
+                    js = np.arange(0, pick_g[k] + 1)  # s_k <= g_k
+                    counts = (main[k, js] | others).sum(axis=1)
+                    current = pick_s[k]
+                else:
+                    js = np.arange(pick_s[k], len(cand))
+                    counts = (square[k, js] | others).sum(axis=1)
+                    current = pick_g[k]
+                best = js[counts == counts.max()]
+                j = int(best[np.argmin(np.abs(best - current))])
+                changed |= j != current
+                if which == "s":
+                    pick_s[k] = j
+                else:
+                    pick_g[k] = j
+        if not changed:
+            break
+    pairs = []
+    for k in range(n_maps):
+        s, g = float(cand[pick_s[k]]), float(cand[pick_g[k]])
+        pairs.append((round(s, 5), round(max(g * g / s, s), 5)))  # t_k = g_k^2 / s_k
+    return tuple(pairs)
+

@@ -182,3 +182,99 @@ def test_ssd300_forward_backward_on_one_300x300_image(rng):
     assert np.abs(model.l2norm.weight.grad).sum() > 0  # the conv4_3 branch got a gradient
     assert all(np.isfinite(p.grad).all() for p in model.parameters())
     assert np.abs(model.stages[0][0].weight.grad).sum() > 0  # and it reached conv1_1
+
+
+# ---- the registry, the tiny family and configs read back -------------------------------------
+
+import hashlib  # noqa: E402
+import json  # noqa: E402
+
+from minissd.errors import ConfigError  # noqa: E402
+from minissd.model import MODELS, build_model, model_config, tiny_config  # noqa: E402
+
+
+def _fingerprint(model):
+    h = hashlib.sha256()
+    for k, v in sorted(model.state_dict().items()):
+        h.update(k.encode())
+        h.update(np.ascontiguousarray(v).tobytes())
+    return h.hexdigest()
+
+
+def test_default_tiny_is_bit_identical_to_before_the_family():
+    # Recorded from the code before input_size/prior_scales existed (2026-12-02): same
+    # parameters for seed 0, same default boxes, same config, whichever way it is asked for.
+    for model in (build_model("tiny", 20), build_model("tiny", 20, seed=0, input_size=128),
+                  MODELS["tiny"](20), ssd_tiny(20)):
+        assert model.config == TINY_CONFIG
+        assert _fingerprint(model) == "51298d348ddc23f13be699bc90c780d8cae8cd8ca426770d2eb34364780f236a"
+        assert hashlib.sha256(model.priors.tobytes()).hexdigest() == \
+            "af6c4c4f7ed33c96e08164550b19c8e86d9f4c4fb74971db1ad2ddfddee7a152"
+    assert hashlib.sha256(json.dumps(TINY_CONFIG.to_dict(), sort_keys=True).encode()).hexdigest() == \
+        "e0ecfa993c9ab79ec328649e93ee1a3e9b7b3eea6a390dbf9277fdb5ac504985"
+    assert _fingerprint(build_model("tiny", 20, seed=1)) != _fingerprint(build_model("tiny", 20))
+
+
+@pytest.mark.parametrize("size, maps", [(64, (8, 4, 2, 1)), (96, (12, 6, 3, 2, 1)),
+                                        (256, (32, 16, 8, 4, 2, 1)), (384, (48, 24, 12, 6, 3, 2, 1))])
+def test_tiny_family_maps_follow_the_input_size(size, maps):
+    cfg = tiny_config(size)
+    assert cfg.input_size == size and cfg.priors.feature_maps == maps
+    assert tuple(f for f, _ in cfg.feature_maps()) == maps
+    assert cfg.priors.steps == tuple(size / f for f in maps)
+    # the tiny rule: 0.1 on the first map, then 0.2 .. 0.8 linearly
+    np.testing.assert_allclose(np.array(cfg.priors.min_sizes) / size,
+                               [0.1] + list(np.linspace(0.2, 0.8, len(maps) - 1)))
+    assert SSDConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+
+
+def test_tiny_256_runs_forward(rng):
+    model = build_model("tiny", 3, input_size=256)
+    loc, conf = model.eval().forward(rng.standard_normal((1, 3, 256, 256)).astype(np.float32))
+    assert loc.shape == (1, model.num_priors, 4) and conf.shape == (1, model.num_priors, 4)
+
+
+def test_prior_scales_reach_the_default_boxes():
+    pairs = ((0.05, 0.1), (0.1, 0.4), (0.3, 0.5), (0.5, 0.9), (0.8, 1.0))
+    model = build_model("tiny", 2, prior_scales=pairs)
+    assert model.config.name == "tiny-fit"
+    np.testing.assert_allclose(model.priors[0, 2:], [0.05, 0.05], rtol=1e-6)  # map 1: the s_k square
+    np.testing.assert_allclose(model.priors[1, 2:], [np.sqrt(0.005)] * 2, rtol=1e-6)  # then sqrt(s t)
+    chain = build_model("tiny", 2, prior_scales=(0.1, 0.2, 0.4, 0.6, 0.8))  # m values: the paper's chain
+    np.testing.assert_allclose(chain.priors, ssd_tiny(2).priors, atol=1e-6)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(name="yolo"), "model: unknown name 'yolo'"),
+    (dict(input_size=100), "input_size: expected a multiple of 16"),
+    (dict(input_size=2048), "input_size: expected a multiple of 16"),
+    (dict(name="ssd300", input_size=512), "input_size: ssd300 takes 300 px only"),
+    (dict(prior_scales=(0.1, 0.2)), "prior scales: expected 5 or 6 values"),
+    (dict(prior_scales=(0.3, 0.2, 0.4, 0.6, 0.8)), "must not decrease"),
+    (dict(prior_scales=((0.2, 0.1),) * 5), "min <= max"),
+    (dict(prior_scales=(0.1, 0.2, float("nan"), 0.6, 0.8)), "positive fractions"),
+])
+def test_bad_model_requests_name_what_is_wrong(kwargs, message):
+    kwargs = {"name": "tiny", **kwargs}
+    with pytest.raises(ConfigError, match=message):
+        model_config(**kwargs)
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda d: d.pop("priors"), "missing field 'priors'"),
+    (lambda d: d.pop("tables"), "missing field 'tables'"),
+    (lambda d: d.update(colour=1), "unknown field 'colour'"),
+    (lambda d: d.update(priors=[1, 2]), "field 'priors' is tuple, expected a dict"),
+    (lambda d: d["priors"].update(shape=3), "unknown field priors.shape"),
+    (lambda d: d["priors"].pop("steps") and d["priors"].update(steps=[8]), "field 'priors': .*steps"),
+    (lambda d: d["priors"].update(feature_maps=[8, 4, 2, 1, 1]), "priors.feature_maps"),
+    (lambda d: d.update(tables=[["Q"]]), "field 'tables'"),
+    (lambda d: d.update(tables=3), "field 'tables' must be a list"),
+])
+def test_from_dict_names_the_missing_or_bad_field(change, message):
+    d = json.loads(json.dumps(TINY_CONFIG.to_dict()))
+    change(d)
+    with pytest.raises(ConfigError, match=message):
+        SSDConfig.from_dict(d, where="ck.npz model_config")
+    with pytest.raises(ConfigError, match="expected a dict"):
+        SSDConfig.from_dict([1])

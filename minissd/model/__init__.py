@@ -2,7 +2,7 @@
 and the ``SSD`` module that ties them to their default boxes (ssd.py)."""
 
 from .ssd import (CONFIGS, MODELS, SSD, SSD300_CONFIG, TINY_CONFIG, SSDConfig, build_model,
-                  ssd300_vgg16, ssd_tiny)
+                  model_config, ssd300_vgg16, ssd_tiny, tiny_config)
 
 __all__ = ["SSD", "SSDConfig", "SSD300_CONFIG", "TINY_CONFIG", "ssd300_vgg16", "ssd_tiny",
-           "build_model", "MODELS", "CONFIGS"]
+           "build_model", "model_config", "tiny_config", "MODELS", "CONFIGS"]

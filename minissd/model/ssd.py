@@ -16,11 +16,12 @@ Backward walks the same path in reverse: the heads give one gradient per source 
 gradient reaching stage m's output is its source gradient plus what stage m+1 sends back.
 """
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 
 from ..data.augment import MEAN, STD
+from ..errors import ConfigError
 from ..nn import L2Norm, Module
 from ..priors import SSD300_VOC, PriorConfig, default_boxes
 from .backbone import SSD300_TABLES, build_stage, receptive_field, stage_output
@@ -69,13 +70,49 @@ class SSDConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d):
-        """The inverse of ``to_dict`` (JSON lists become the tuples the tables use)."""
+    def from_dict(cls, d, where="model config"):
+        """The inverse of ``to_dict`` (JSON lists become the tuples the tables use).
+
+        Raises ConfigError naming the missing or bad field (``where`` prefixes it, e.g. the
+        checkpoint's path) for anything that does not describe a network: a missing or
+        unknown field, a table entry that cannot be read, priors that are not a valid
+        PriorConfig or that disagree with the maps the tables produce.
+        """
         def tuples(v):
             return tuple(tuples(x) for x in v) if isinstance(v, list) else v
+
+        if not isinstance(d, dict):
+            raise ConfigError(f"{where}: expected a dict of SSDConfig fields, got {type(d).__name__}")
+        names = {f.name for f in fields(cls)} - {"notes"}
+        required = {"name", "tables", "priors"}
+        missing = sorted(required - set(d))
+        if missing:
+            raise ConfigError(f"{where}: missing field {', '.join(repr(m) for m in missing)}")
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ConfigError(f"{where}: unknown field {', '.join(repr(u) for u in unknown)}")
         d = {k: tuples(v) for k, v in d.items()}
-        d["priors"] = PriorConfig(**{k: tuples(v) for k, v in dict(d["priors"]).items()})
-        return cls(**d)
+        if not isinstance(d["priors"], dict):
+            raise ConfigError(f"{where}: field 'priors' is {type(d['priors']).__name__}, expected a dict")
+        prior_names = {f.name for f in fields(PriorConfig)}
+        unknown = sorted(set(d["priors"]) - prior_names)
+        if unknown:
+            raise ConfigError(f"{where}: unknown field {', '.join('priors.' + u for u in unknown)}")
+        try:
+            d["priors"] = PriorConfig(**{k: tuples(v) for k, v in d["priors"].items()})
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"{where}: field 'priors': {e}") from None
+        if not isinstance(d["tables"], tuple) or not all(isinstance(t, tuple) for t in d["tables"]):
+            raise ConfigError(f"{where}: field 'tables' must be a list of layer tables (lists)")
+        config = cls(**d)
+        try:
+            maps = tuple(side for side, _ in config.feature_maps())
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"{where}: field 'tables': {e}") from None
+        if maps != tuple(config.priors.feature_maps):
+            raise ConfigError(f"{where}: field 'priors.feature_maps' is {config.priors.feature_maps} but the "
+                              f"tables produce maps {maps}")
+        return config
 
     def receptive_fields(self):
         """[(receptive field in pixels, stride in pixels)] of every source map."""
@@ -94,15 +131,16 @@ SSD300_CONFIG = SSDConfig(name="ssd300", tables=SSD300_TABLES, priors=SSD300_VOC
 # (192 channels from 8x8 on): a conv at 8x8 costs a quarter of the same conv at 16x16.
 # docs/ch06-network.md has the reasoning (receptive field of each map against its box
 # sizes), the costs and the A/B runs that chose this layout.
+TINY_EXTRA = (("conv", 96, 1, 1, 0, 1), ("conv", 192, 3, 2, 1, 1))  # 1x1 bottleneck, 3x3 stride 2
 TINY_TABLES = (
     # 128 -> 64 -> 32 (two stride-2 convs), one conv at 32x32 -> 16: source 1, 16x16x128 (stride 8)
     (("conv", 16, 3, 2, 1, 1), ("conv", 32, 3, 2, 1, 1), 64, "M", 128, 128),
     # 16 -> 8: source 2, 8x8x192 (stride 16)
     ("M", 192, 192),
     # 8 -> 4 -> 2 -> 1: sources 3-5, the extra layers (1x1 bottleneck, then 3x3 stride 2)
-    (("conv", 96, 1, 1, 0, 1), ("conv", 192, 3, 2, 1, 1)),
-    (("conv", 96, 1, 1, 0, 1), ("conv", 192, 3, 2, 1, 1)),
-    (("conv", 96, 1, 1, 0, 1), ("conv", 192, 3, 2, 1, 1)),
+    TINY_EXTRA,
+    TINY_EXTRA,
+    TINY_EXTRA,
 )
 # Scales: 0.1 on the 16x16 map (13 px boxes for the smallest objects), then the paper's linear
 # rule from 0.2 to 0.8 over the other four maps; aspect ratios {1, 2, 1/2} everywhere (the
@@ -111,6 +149,45 @@ TINY_TABLES = (
 TINY_PRIORS = PriorConfig.from_scales(128, (16, 8, 4, 2, 1), s_min=0.2, s_max=0.8, first_scale=0.1,
                                       aspect_ratios=((2,),) * 5)
 TINY_CONFIG = SSDConfig(name="tiny", tables=TINY_TABLES, priors=TINY_PRIORS, batch_norm=True)
+
+# The tiny family: the same first two stages at any input side S (a multiple of 16), then one
+# extra stage per halving until the map is 1x1: S = 128 gives maps 16, 8, 4, 2, 1 (TINY_CONFIG
+# itself), S = 384 gives 48, 24, 12, 6, 3, 2, 1. The scales follow the same rule as tiny's
+# (0.1 on the first map, 0.2..0.8 over the rest), unless given.
+TINY_SIZES = (64, 1024)  # smallest and largest input side accepted
+
+
+def tiny_config(input_size=128, prior_scales=None):
+    """The tiny family's SSDConfig for a square input of ``input_size`` pixels.
+
+    - input_size: a multiple of 16 in TINY_SIZES; 128 with no prior_scales is TINY_CONFIG
+    - prior_scales: None for the paper's rule (as tiny), or m or m + 1 fractions of the
+      image side, one per source map (``minissd.priors.fit_prior_scales`` chooses them)
+    Raises ConfigError naming input_size or prior_scales when they cannot be used.
+    """
+    S = input_size
+    if isinstance(S, bool) or not isinstance(S, (int, np.integer)) or S % 16 or not TINY_SIZES[0] <= S <= TINY_SIZES[1]:
+        raise ConfigError(f"input_size: expected a multiple of 16 from {TINY_SIZES[0]} to {TINY_SIZES[1]} "
+                          f"for the tiny model, got {S!r}")
+    S = int(S)
+    if S == 128 and prior_scales is None:
+        return TINY_CONFIG
+    tables, side = TINY_TABLES[:2], S // 16  # side of source 2
+    while side > 1:
+        tables += (TINY_EXTRA,)
+        side = (side + 1) // 2  # 3x3, stride 2, padding 1: ceil(side / 2)
+    size, channels, maps = S, 3, ()
+    for table in tables:
+        size, channels = stage_output(table, size, channels)
+        maps += (size,)
+    n = len(maps)
+    if prior_scales is None:
+        priors = PriorConfig.from_scales(S, maps, s_min=0.2, s_max=0.8, first_scale=0.1,
+                                         aspect_ratios=((2,),) * n)
+    else:
+        priors = PriorConfig.from_scale_list(S, maps, prior_scales)
+    name = "tiny" + (f"-{S}" if S != 128 else "") + ("-fit" if prior_scales is not None else "")
+    return SSDConfig(name=name, tables=tables, priors=priors, batch_norm=True)
 
 
 class SSD(Module):
@@ -174,24 +251,53 @@ class SSD(Module):
         return f"{self.config.name}, num_classes={self.num_classes}, priors={self.num_priors}"
 
 
-def ssd300_vgg16(num_classes=20, seed=0):
+def ssd300_vgg16(num_classes=20, seed=0, input_size=None, prior_scales=None):
     """The paper's SSD300: VGG16 (pool5 3x3/1/1, atrous fc6, fc7), L2Norm(20) on conv4_3, extras
     conv8..conv11, 8732 default boxes. Randomly initialised: no pretrained VGG weights can be
     downloaded here (the paper starts from ImageNet-trained VGG16)."""
-    return SSD(SSD300_CONFIG, num_classes, seed=seed)
+    return SSD(model_config("ssd300", input_size, prior_scales), num_classes, seed=seed)
 
 
-def ssd_tiny(num_classes, seed=0):
-    """The small SSD for tiny-voc (input 128, five source maps, BatchNorm); see TINY_CONFIG."""
-    return SSD(TINY_CONFIG, num_classes, seed=seed)
+def ssd_tiny(num_classes, seed=0, input_size=None, prior_scales=None):
+    """The small SSD for tiny-voc (input 128, five source maps, BatchNorm); see TINY_CONFIG.
+    Other input sides and scales: see ``tiny_config``."""
+    return SSD(model_config("tiny", input_size, prior_scales), num_classes, seed=seed)
 
 
-MODELS = {"ssd300": ssd300_vgg16, "tiny": ssd_tiny}
-CONFIGS = {"ssd300": SSD300_CONFIG, "tiny": TINY_CONFIG}
+# The registry: name -> builder(num_classes, seed=0, input_size=None, prior_scales=None).
+# train's --model choices are its keys.
+MODELS = {"tiny": ssd_tiny, "ssd300": ssd300_vgg16}
+CONFIGS = {"ssd300": SSD300_CONFIG, "tiny": TINY_CONFIG}  # each name's default config
 
 
-def build_model(name, num_classes, seed=0):
-    """A model by name ("ssd300" or "tiny"); ValueError for another name."""
+def model_config(name, input_size=None, prior_scales=None):
+    """The SSDConfig that ``build_model`` would build, without building it.
+
+    - name: a key of MODELS; input_size: None for the model's own (tiny: 128, ssd300: 300);
+      the tiny family takes any multiple of 16 from 64 to 1024, ssd300 only 300
+    - prior_scales: None, or one scale per source map (+ optionally the last map's extra
+      square): fractions of the input side
+    Raises ConfigError naming the model, input_size or prior_scales.
+    """
     if name not in MODELS:
-        raise ValueError(f"model: unknown name {name!r}, choose one of {sorted(MODELS)}")
-    return MODELS[name](num_classes, seed=seed)
+        raise ConfigError(f"model: unknown name {name!r}, choose one of {sorted(MODELS)}")
+    if name == "tiny":
+        return tiny_config(128 if input_size is None else input_size, prior_scales)
+    if input_size not in (None, 300):
+        raise ConfigError(f"input_size: ssd300 takes 300 px only (its layers are the paper's), got {input_size!r}; "
+                          "the tiny model takes other sizes")
+    if prior_scales is None:
+        return SSD300_CONFIG
+    p = SSD300_CONFIG.priors
+    priors = PriorConfig.from_scale_list(p.image_size, p.feature_maps, prior_scales, p.aspect_ratios)
+    return SSDConfig(name="ssd300-fit", tables=SSD300_TABLES, priors=priors, l2norm_first=True)
+
+
+def build_model(name, num_classes, seed=0, input_size=None, prior_scales=None):
+    """A model by name (a key of MODELS: "tiny", "ssd300"), randomly initialised from ``seed``.
+
+    - input_size, prior_scales: see ``model_config``; the defaults give the named model as it
+      always was (``build_model("tiny", C, seed)`` is ``ssd_tiny(C, seed)``, bit for bit)
+    Raises ConfigError for an unknown name or a size/scales the model cannot take.
+    """
+    return SSD(model_config(name, input_size, prior_scales), num_classes, seed=seed)
