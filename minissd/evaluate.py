@@ -221,9 +221,73 @@ def recall_by_size(detections, ground_truths, iou_threshold=0.5, bins=SIZE_BINS,
     }
 
 
+# ---- the detections file ------------------------------------------------------------------------
+#
+# One JSON list for a whole set of images, written by ``evaluate --save-detections`` and by
+# ``detect`` (and read by ``minissd.analyze``): one row per detection,
+# {"image_id": str, "label": class name, "score": float, "box": [xmin, ymin, xmax, ymax]}
+# with the box in normalised corner form.
+
+DETECTION_KEYS = ("image_id", "label", "score", "box")
+
+
+def detection_rows(image_ids, detections, class_names):
+    """The rows of the detections file: one dict per detection, images in order, best first.
+
+    - image_ids: one str per image; detections: as in the module docstring (labels 1..C).
+    """
+    if len(image_ids) != len(detections):
+        raise ValueError(f"image_ids: {len(image_ids)}, but detections has {len(detections)} images")
+    return [{"image_id": str(image_id), "label": class_names[int(label) - 1],
+             "score": float(score), "box": [float(v) for v in box]}
+            for image_id, (boxes, labels, scores) in zip(image_ids, detections)
+            for box, label, score in zip(boxes, labels, scores)]
+
+
+def write_detections(path, image_ids, detections, class_names):
+    """Write the detections file (written next to ``path``, then renamed: never half a file).
+
+    Returns the number of rows written.
+    """
+    import json
+    import os
+    import tempfile
+
+    rows = detection_rows(image_ids, detections, class_names)
+    folder = os.path.dirname(os.path.abspath(os.fspath(path)))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".detections-", suffix=".json.tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(rows, f)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    return len(rows)
+
+
+def is_detections_file(path):
+    """True when ``path`` holds what ``write_detections`` writes (a list of rows with exactly
+    its keys): the proof that overwriting it loses nothing of the user's."""
+    import json
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            rows = json.load(f)
+    except (OSError, ValueError):
+        return False
+    return isinstance(rows, list) and all(
+        isinstance(r, dict) and tuple(sorted(r)) == tuple(sorted(DETECTION_KEYS)) for r in rows)
+
+
 # ---- command line ---------------------------------------------------------------------------------
 #
-# python -m minissd.evaluate --checkpoint C (--tiny-voc | --voc-root R) --split val
+# python -m minissd.evaluate --checkpoint C (--data SPEC | --tiny-voc | --voc-root R) --split val
 #                            [--save-detections F.json]
 # Runs a trained checkpoint over a split and prints the per-class AP table, both metrics.
 
@@ -240,47 +304,53 @@ def format_ap_table(class_names, ap07, ap_area, counts):
 
 def main(argv=None):
     import argparse
-    import json
-    import sys
+    import os
 
-    from .data import VOCDataset, make_tiny_voc, tiny_voc_path
+    from .data import dataset_spec, open_dataset
     from .detect import load_model, predict_dataset
+    from .errors import ConfigError
 
     parser = argparse.ArgumentParser(prog="python -m minissd.evaluate",
                                      description="VOC AP of a trained checkpoint on a dataset split.")
     parser.add_argument("--checkpoint", required=True, help="checkpoint.npz written by minissd.train")
     source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data", help="a dataset spec: tiny-voc, voc:PATH, coco:ANN.json[,IMAGES], "
+                        "yolo:PATH (docs/own-data.md)")
     source.add_argument("--tiny-voc", action="store_true", help="tiny-voc (generated if absent)")
     source.add_argument("--voc-root", help="a VOC year folder (Annotations/, JPEGImages/, ImageSets/)")
     parser.add_argument("--data-dir", default=None, help="where tiny-voc lives (default $MINISSD_DATA or ~/.cache/minissd)")
-    parser.add_argument("--split", default="val", help="ImageSets/Main/<split>.txt (default val)")
+    parser.add_argument("--split", default="val", help="the split to evaluate (default val)")
     parser.add_argument("--save-detections", metavar="F.json", help="write every detection as JSON")
     parser.add_argument("--batch-size", type=int, default=32)
     args = parser.parse_args(argv)
+    if args.batch_size < 1:
+        raise ConfigError(f"--batch-size: {args.batch_size} is not a positive number of images")
+    if args.save_detections and os.path.isdir(args.save_detections):
+        raise ConfigError(f"--save-detections: {args.save_detections} is a folder; give a file name")
 
+    spec = dataset_spec(data=args.data or "", tiny_voc=args.tiny_voc, voc_root=args.voc_root or "")
     model, classes = load_model(args.checkpoint)
-    root = args.voc_root or make_tiny_voc(tiny_voc_path(args.data_dir))
-    dataset = VOCDataset(root, args.split, classes=classes)
+    dataset = open_dataset(spec, args.split, data_dir=args.data_dir, classes=classes)
+    if len(dataset) == 0:
+        raise ConfigError(f"{spec} ({args.split}): no images to evaluate")
     detections, ground_truths = predict_dataset(model, dataset, batch_size=args.batch_size)
     result07 = evaluate_detections(detections, ground_truths, class_names=classes)
     result_area = evaluate_detections(detections, ground_truths, class_names=classes, use_07_metric=False)
-    print(f"{args.checkpoint} on {root} ({args.split}, {len(dataset)} images), IoU 0.5, difficult ignored:")
+    where = getattr(dataset, "root", spec)
+    print(f"{args.checkpoint} on {where} ({args.split}, {len(dataset)} images), IoU 0.5, difficult ignored:")
     print(format_ap_table(classes, result07["ap"], result_area["ap"], result07["num_objects"]))
     sizes = recall_by_size(detections, ground_truths)
     print("recall by object size: " + ", ".join(
         f"{name} {r['recall']:.3f} ({r['found']}/{r['total']})" for name, r in sizes.items()))
     if args.save_detections:
-        rows = [{"image_id": image_id, "label": classes[int(label) - 1], "score": float(score),
-                 "box": [float(v) for v in box]}
-                for image_id, (boxes, labels, scores) in zip(dataset.ids, detections)
-                for box, label, score in zip(boxes, labels, scores)]
-        with open(args.save_detections, "w") as f:
-            json.dump(rows, f)
-        print(f"wrote {len(rows)} detections to {args.save_detections}")
+        n = write_detections(args.save_detections, dataset.ids, detections, classes)
+        print(f"wrote {n} detections to {args.save_detections}")
     return 0
 
 
 if __name__ == "__main__":
     import sys
 
-    sys.exit(main())
+    from . import cli
+
+    sys.exit(cli.run(main))

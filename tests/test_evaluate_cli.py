@@ -5,13 +5,15 @@ one that returns nothing must score 0; the JSON holds one record per detection w
 class name and a normalised corner box."""
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
 import minissd.detect
-from minissd import evaluate
-from minissd.checkpoint import save_checkpoint
+from minissd import cli, evaluate
+from minissd.checkpoint import CheckpointError, save_checkpoint
 from minissd.data import make_tiny_voc
 from minissd.model import SSD, SSDConfig
 from minissd.priors import PriorConfig
@@ -88,3 +90,37 @@ def test_real_model_runs_end_to_end(voc, checkpoint, capsys):
 def test_source_is_required(checkpoint):
     with pytest.raises(SystemExit):
         evaluate.main(["--checkpoint", checkpoint])
+
+
+def test_data_spec_is_the_same_as_the_old_flags(voc, checkpoint, capsys):
+    assert evaluate.main(["--checkpoint", checkpoint, "--voc-root", voc]) == 0
+    old = table_rows(capsys.readouterr().out)
+    assert evaluate.main(["--checkpoint", checkpoint, "--data", f"voc:{voc}"]) == 0
+    assert table_rows(capsys.readouterr().out) == old and old
+
+
+def test_bad_input_is_one_line_and_status_2(voc, tmp_path):
+    # the project's own errors print their message alone (minissd.cli.run), no traceback
+    (tmp_path / "meta.npz").write_bytes(b"")
+    np.savez(tmp_path / "list.npz", meta=np.array("[1, 2]"))
+    cases = [
+        (["--checkpoint", str(tmp_path / "nope.npz"), "--voc-root", voc], "nope.npz: checkpoint file not found"),
+        (["--checkpoint", str(tmp_path / "list.npz"), "--voc-root", voc],
+         "list.npz: its 'meta' entry is JSON list, expected an object"),
+        (["--checkpoint", str(tmp_path / "list.npz"), "--data", "nonsense:x"], "--data"),
+    ]
+    for argv, message in cases:
+        run = subprocess.run([sys.executable, "-m", "minissd.evaluate", *argv], capture_output=True, text=True)
+        lines = run.stderr.strip().splitlines()
+        assert run.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), run.stderr
+        assert message in lines[0]
+
+
+def test_a_bad_model_config_in_a_checkpoint_is_named(voc, tmp_path):
+    config = MINI.to_dict()
+    del config["priors"]  # KeyError 'priors' before
+    path = tmp_path / "c.npz"
+    save_checkpoint(path, SSD(MINI, len(CLASSES)), extra={"classes": CLASSES, "model_config": config})
+    with pytest.raises(CheckpointError, match="c.npz: its model config is not usable"):
+        minissd.detect.load_model(path)
+    assert cli.run(evaluate.main, ["--checkpoint", str(path), "--voc-root", voc]) == 2
