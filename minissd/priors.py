@@ -254,12 +254,14 @@ def _iou_at_nearest_cell(w, h, dx, dy, pw, ph):
     return inter / (w * h + pw * ph - inter)
 
 
-def fit_prior_scales(data, config, iou_threshold=0.5, candidates=None, sweeps=4):
+def fit_prior_scales(data, config=None, iou_threshold=0.5, candidates=None, sweeps=4, model="tiny",
+                     input_size=None):
     """Default-box scales for each map, chosen so that as many objects as possible get a positive.
 
     - data: a dataset (boxes read from its annotations, no pixels decoded) or (N, 4) corner boxes
     - config: a PriorConfig giving the layout to fit: image_size, feature_maps and
-      aspect_ratios stay; only the sizes change (e.g. ``model_config("tiny", input_size=384).priors``)
+      aspect_ratios stay; only the sizes change. None: the layout of
+      ``minissd.model.model_config(model, input_size)``
     - iou_threshold: the matching threshold training uses
     - candidates: the scale values to choose from (default 128 values, evenly spaced in log
       from 0.005 to 1)
@@ -279,6 +281,10 @@ def fit_prior_scales(data, config, iou_threshold=0.5, candidates=None, sweeps=4)
     of 0.5, whatever the scale (then a larger input size helps, not other scales).
     Aspect ratios are not fitted: with {1, 2, 1/2} objects up to about 1:3 are coverable.
     """
+    if config is None:
+        from .model import model_config  # here: minissd.model imports this module
+
+        config = model_config(model, input_size).priors
     boxes = dataset_boxes(data).astype(np.float64)
     n_maps = len(config.feature_maps)
     S = config.image_size

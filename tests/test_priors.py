@@ -137,3 +137,11 @@ def test_fit_reads_a_dataset_without_decoding(tmp_path):
     assert fit_prior_scales(Boxes(boxes), QUAD, 0.5, candidates=[0.2, 0.5])[0][0] == pytest.approx(0.2)
     with pytest.raises(ConfigError, match=r"\(N, 4\)"):
         fit_prior_scales(np.zeros((3, 2)), QUAD)
+
+
+def test_fit_takes_the_layout_of_a_model_by_name():
+    from minissd.model import tiny_config
+
+    boxes = np.array([[0.1, 0.1, 0.2, 0.25], [0.5, 0.5, 0.9, 0.8]], np.float32)
+    assert fit_prior_scales(boxes, input_size=256) == fit_prior_scales(boxes, tiny_config(256).priors)
+    assert len(fit_prior_scales(boxes, model="ssd300", iou_threshold=0.5)) == 6
