@@ -1,83 +1,66 @@
-"""Data parallelism with processes: each worker process runs SSD's whole step on its share.
+"""Several cores for the training step: worker processes, each running ``step.forward_backward``.
 
-Why processes and not threads. ``nn.DataParallel`` gives each of two threads half of the
-batch, but the threads of one Python process share one interpreter lock (the GIL): every
-layer call, every small NumPy operation and every return from a BLAS or Numba call that
-released the lock has to take it back, and a thread that wants it waits for the other.
-Measured on the 2-core machine (docs/benchmarks.md): a single-threaded process runs the
-tiny SSD's step at about 49 images/s per core, so two cores could do about 95; the two
-threads of ``DataParallel`` reached 61. Processes share no lock.
-
-How the work is split (``StepWorkers``):
+The only way minissd's CPU code uses several cores. Every layer stays plain single-threaded
+code; ``Workers`` gives each of n processes a share of the batch and combines what they
+return into exactly the batch's loss and gradient:
 
     main process                                  worker r (one per share of the batch)
     ------------                                  -------------------------------------
     images -> shared image buffer
-    send (share r, its ground truth)      --->    match its images' ground truth
-                                                  forward, multibox loss over its share (/ N_r)
-                                                  backward: gradients into its grad buffer
+    send (share r, its ground truth)      --->    buffers := the model's running statistics
+                                                  step.forward_backward on its share:
+                                                  loss_r (divided by its own N_r), grad_r
                                           <---    (loss_l_r, loss_c_r, N_r, stage times)
-    N = sum N_r; loss = sum N_r loss_r / N
-    grad = sum (N_r / N) grad_r   (= the whole batch's gradient: the loss is a sum over
-                                   images divided by N, and mining is per image)
-    clip, SGD on the shared weights  ---->    (every worker sees the new weights at once)
+    N = sum N_r;  loss = sum (N_r / N) loss_r
+    grad = sum (N_r / N) grad_r
+    running statistics = sum (k_r / K) running_r  (k_r of the batch's K BatchNorm groups)
+    clip, optimizer step on the shared weights --> (every worker sees the new weights at once)
+
+Why this is the whole batch's gradient: the multibox loss is a sum over images divided by the
+batch's N (mining is per image), so loss = sum_r N_r loss_r / N, and the gradient follows.
+What would break it is BatchNorm, whose statistics mix the images they are computed over; so
+a share is always a whole number of BatchNorm groups (``nn.BatchNorm2d.group``), and the
+running averages, which are linear, combine with the weights k_r / K. One process or eight,
+the numbers are the same (to float rounding): the worker count is a speed setting only.
 
 Memory. The weights live in one flat float32 array in shared memory (a ``RawArray``): the
 main model's and every worker's ``Parameter.data`` are views of it, so the optimizer's
 in-place update in the main process is the update of every worker. Each worker writes its
-gradients into its own shared flat array, and reads its images from one shared (B, 3, S, S)
-buffer: only the ground truth and a few numbers travel through the pipes.
+gradients and its BatchNorm buffers into its own shared flat arrays and reads its images from
+one shared (B, 3, S, S) buffer: only the ground truth and a few numbers travel through pipes.
 
-BatchNorm normalises each share with its own statistics, as ``DataParallel`` does ("ghost
-batch norm"). Each worker keeps its own running statistics; ``pull_buffers`` copies their
-mean into the main model (running averages are linear, so the mean of the workers' averages
-is the average of the shares' means). Workers ignore Ctrl-C: the training loop's own handler
-stops cleanly between iterations and ``close`` ends them.
+Threads. Each worker's libraries are single-threaded (OpenBLAS, Numba: the environment
+variables below are set when it starts), one process per core. The main process leaves them
+as they come: while the workers run the step it only waits (and the data loader's threads
+prepare the next batch); evaluation and notebooks run there.
+
+Faults. A worker that dies is noticed within about a second, one that is stopped (kill -STOP)
+or stuck after ``timeout`` seconds: ``WorkerError`` names it, and the workers are ended.
+Workers ignore Ctrl-C: the training loop's own handler stops between iterations.
 """
 
 import math
 import multiprocessing as mp
+import os
 import signal
 import time
 import traceback
+from multiprocessing.connection import wait
 
 import numpy as np
 
-from .loss import multibox_loss
-from .matching import match_batch
+from .errors import ConfigError
+from .nn import BatchNorm2d, set_batchnorm_group
+from .step import LossConfig, forward_backward
+
+SINGLE_THREADED = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+                   "NUMBA_NUM_THREADS": "1"}  # the environment a worker starts with
+POLL_SECONDS = 0.5  # how often a waiting main process checks that every worker is alive
 
 
-def share_step(model, images, gt_boxes, gt_labels, loss_args):
-    """Match, forward, loss and backward for one share of a batch, in this thread.
-
-    - model: an SSD in training mode, whose ``.grad`` the backward ADDS into (zero it first)
-    - images (b, 3, S, S); gt_boxes, gt_labels: b arrays each (corner form; labels 1..C)
-    - loss_args: dict of iou_threshold, neg_pos_ratio, alpha
-    - returns (loss_l, loss_c, num_pos, times): the share's losses normalised by its own
-      max(num_pos, 1); times: seconds of match, forward, loss, backward. A non-finite output
-      or loss returns NaN losses before backward: no gradient is written.
-    """
-    times, t = {}, time.perf_counter()
-
-    def lap(name):
-        nonlocal t
-        now = time.perf_counter()
-        times[name], t = now - t, now
-
-    loc_t, conf_t = match_batch(gt_boxes, gt_labels, model.priors, iou_threshold=loss_args["iou_threshold"])
-    lap("match")
-    loc_p, conf_p = model.forward(images)  # (b, P, 4), (b, P, C+1)
-    lap("forward")
-    if not (np.isfinite(loc_p).all() and np.isfinite(conf_p).all()):
-        return math.nan, math.nan, 0, times
-    loss_l, loss_c, dloc, dconf = multibox_loss(loc_p, conf_p, loc_t, conf_t,
-                                                loss_args["neg_pos_ratio"], loss_args["alpha"])
-    lap("loss")
-    if not (math.isfinite(loss_l) and math.isfinite(loss_c)):
-        return loss_l, loss_c, 0, times
-    model.backward(dloc, dconf)
-    lap("backward")
-    return loss_l, loss_c, int((conf_t > 0).sum()), times
+class WorkerError(RuntimeError):
+    """A worker process died, failed, or answered nothing within the timeout (a bug or a fault,
+    not bad input: hence not a MinissdError)."""
 
 
 def flat_views(flat, arrays):
@@ -89,146 +72,230 @@ def flat_views(flat, arrays):
     return views
 
 
-class StepWorkers:
-    """``n`` worker processes that run ``share_step`` on shares of every batch (module docstring).
+def buffer_slots(model):
+    """[(module, name)] of every buffer (BatchNorm's running statistics), in named_buffers order."""
+    return [(m, name) for m in model.modules() for name in getattr(m, "_buffers", ())]
 
-    - model: the main process's SSD; its ``Parameter.data`` become views of shared memory
-      (values kept), its ``.grad`` receives the combined gradient of each ``step``
-    - n: worker processes (>= 2; fewer shares than workers when a batch is smaller)
-    - max_batch: the largest batch ``step`` will get (it sizes the shared image buffer)
-    - loss_args: dict of iou_threshold, neg_pos_ratio, alpha
+
+def share_bounds(B, n, unit):
+    """Image ranges [(lo, hi)] for at most n workers, each a whole number of ``unit`` images.
+
+    - B: the batch, a multiple of unit; unit: images per BatchNorm group (1 without BatchNorm)
+    - the K = B / unit groups are dealt out as evenly as possible; a worker left without a
+      group gets no share (a batch of 1 group runs in one worker)
+    """
+    K = B // unit
+    cuts = [K * r // min(n, K) for r in range(min(n, K) + 1)]
+    return [(unit * a, unit * b) for a, b in zip(cuts[:-1], cuts[1:])]
+
+
+class Workers:
+    """``n`` worker processes running ``step.forward_backward`` on shares of each batch.
+
+    - model: the main process's SSD (float32); its ``Parameter.data`` and buffers become views
+      of shared memory (values kept), its ``.grad`` receive the batch's gradient
+    - n: worker processes (>= 1)
+    - max_batch: the largest batch ``forward_backward`` will get (it sizes the image buffer)
+    - bn_group: images per BatchNorm normalisation (None: the whole batch, which then runs in
+      one worker); set on the model's BatchNorm2d layers and on every worker's
+    - timeout: seconds a worker may take to start or to do one share of a step before it is
+      declared stopped or stuck (WorkerError); a dead worker is noticed at once
+    Use it as a context manager, or call ``close()``.
     """
 
-    def __init__(self, model, n, max_batch, loss_args):
-        if int(n) < 2:
-            raise ValueError(f"StepWorkers: n must be >= 2 (one share needs no worker), got {n}")
-        self.model, self.n, self.loss_args = model, int(n), dict(loss_args)
+    def __init__(self, model, n, max_batch, bn_group, timeout=600.0):
+        if int(n) < 1:
+            raise ValueError(f"Workers: n must be >= 1, got {n}")
+        self.model, self.n, self.timeout = model, int(n), float(timeout)
         self.params = list(model.parameters())
         if any(p.data.dtype != np.float32 for p in self.params):
-            raise ValueError("StepWorkers: the model must be float32 (the shared weights are float32)")
-        size = sum(p.data.size for p in self.params)
-        ctx = mp.get_context("spawn")  # fork would copy the threads' locks in whatever state
+            raise ValueError("Workers: the model must be float32 (the shared weights are float32)")
+        set_batchnorm_group(model, bn_group)
+        self.bn_group = bn_group or None
+        self._has_bn = any(isinstance(m, BatchNorm2d) for m in model.modules())
+        ctx = mp.get_context("spawn")  # a fresh interpreter: nothing copied in a half-held state
         # weights: one shared flat array; the main model's arrays become views of it
+        size = sum(p.data.size for p in self.params)
         self._weights = ctx.RawArray("f", size)
-        weights = np.frombuffer(self._weights, dtype=np.float32)
-        # gradients: the main model's .grad become views of one flat array too, which step
-        # fills in place from the workers' shared flat gradients
-        self._grad = np.zeros(size, dtype=np.float32)
         arrays = [p.data for p in self.params]
-        for p, w_view, g_view in zip(self.params, flat_views(weights, arrays), flat_views(self._grad, arrays)):
-            w_view[...] = p.data
-            p.data, p.grad = w_view, g_view
+        self._grad = np.zeros(size, dtype=np.float32)  # the combined gradient; every p.grad is a view
+        for p, w, g in zip(self.params, flat_views(np.frombuffer(self._weights, np.float32), arrays),
+                           flat_views(self._grad, arrays)):
+            w[...] = p.data
+            p.data, p.grad = w, g
         self._grads = [ctx.RawArray("f", size) for _ in range(self.n)]
-        self._worker_grads = [np.frombuffer(g, dtype=np.float32) for g in self._grads]
+        # buffers: the main model's in one shared array too; each worker has its own copy
+        slots = buffer_slots(model)
+        values = [np.asarray(getattr(m, name), dtype=np.float32) for m, name in slots]
+        nbuf = max(sum(v.size for v in values), 1)
+        self._buffers = ctx.RawArray("f", nbuf)
+        for (m, name), view in zip(slots, flat_views(np.frombuffer(self._buffers, np.float32), values)):
+            view[...] = getattr(m, name)
+            setattr(m, name, view)
+        self._worker_buffers = [ctx.RawArray("f", nbuf) for _ in range(self.n)]
         S = model.config.input_size
         self._image_shape = (int(max_batch), 3, S, S)
         self._images = ctx.RawArray("f", int(np.prod(self._image_shape)))
-        spec = dict(config=model.config.to_dict(), num_classes=model.num_classes,
-                    buffers={name: b.copy() for name, b in model.named_buffers()},
-                    image_shape=self._image_shape, loss_args=self.loss_args)
+        spec = dict(config=model.config.to_dict(), num_classes=model.num_classes, bn_group=self.bn_group,
+                    image_shape=self._image_shape)
         self._conns, self._procs = [], []
-        for r in range(self.n):
-            here, there = ctx.Pipe()
-            proc = ctx.Process(target=_worker_main, name=f"minissd-step-{r}", daemon=True,
-                               args=(there, spec, self._weights, self._grads[r], self._images))
-            proc.start()
-            there.close()
-            self._conns.append(here)
-            self._procs.append(proc)
-        for r in range(self.n):
-            self._receive(r)  # "ready": the worker has built its model
+        saved = {k: os.environ.get(k) for k in SINGLE_THREADED}
+        os.environ.update(SINGLE_THREADED)  # what the spawned interpreters start with
+        try:
+            for r in range(self.n):
+                here, there = ctx.Pipe()
+                proc = ctx.Process(target=_worker_main, name=f"minissd-worker-{r}", daemon=True,
+                                   args=(there, spec, self._weights, self._grads[r], self._buffers,
+                                         self._worker_buffers[r], self._images))
+                proc.start()
+                there.close()
+                self._conns.append(here)
+                self._procs.append(proc)
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    del os.environ[k]
+                else:
+                    os.environ[k] = v
+        self._collect(range(self.n), "start")  # "ready": each worker has built its model
 
-    def step(self, images, gt_boxes, gt_labels):
-        """Match + forward + loss + backward of the whole batch, shared among the workers.
+    def forward_backward(self, images, gt_boxes, gt_labels, loss_cfg, times=None):
+        """``step.forward_backward(model, ...)`` for the batch, shared among the workers.
 
-        - images (B, 3, S, S) float32, B <= max_batch; gt_boxes, gt_labels: B arrays each
-        - returns (loss_l, loss_c, times) as one process would compute them for the batch
-          (normalised by the batch's positives N), and sets every parameter's ``.grad`` to
-          the batch's gradient. times: the slowest worker's stage times (match, forward,
-          loss, backward), scaled to add up to this call's wall time.
+        - images (B, 3, S, S) float32, B <= max_batch and a multiple of bn_group;
+          gt_boxes, gt_labels: B arrays each; loss_cfg: a ``step.LossConfig``
+        - times: optional dict; the slowest worker's stage seconds, scaled to this call's
+          wall time, are ADDED under "match", "forward", "loss", "backward"
+        - returns (loss_l, loss_c) of the whole batch; every ``.grad`` holds its gradient and
+          the model's buffers its BatchNorm running statistics. A non-finite loss in any
+          share returns NaN and changes neither the gradients (zero) nor the buffers.
         """
         t0 = time.perf_counter()
+        if not self._procs:
+            raise WorkerError("Workers.forward_backward: the workers are closed")
         B = len(images)
         if B > self._image_shape[0]:
-            raise ValueError(f"StepWorkers.step: batch of {B} images, but the shared buffer holds "
-                             f"{self._image_shape[0]} (max_batch)")
-        buffer = np.frombuffer(self._images, dtype=np.float32).reshape(self._image_shape)
-        buffer[:B] = images
-        n = min(self.n, B)
-        bounds = [B * r // n for r in range(n + 1)]  # shares as even as possible
-        for r in range(n):
-            lo, hi = bounds[r], bounds[r + 1]
-            self._conns[r].send(("step", lo, hi, list(gt_boxes[lo:hi]), list(gt_labels[lo:hi])))
-        results = [self._receive(r) for r in range(n)]
+            raise ValueError(f"Workers.forward_backward: batch of {B} images, but the shared buffer "
+                             f"holds {self._image_shape[0]} (max_batch)")
+        unit = (self.bn_group or B) if self._has_bn else 1  # images that must stay in one share
+        if B % unit:
+            raise ConfigError(f"BatchNorm group: a batch of {B} images cannot be cut into groups of "
+                              f"{unit}; the batch size must be a multiple of the group")
+        np.frombuffer(self._images, np.float32).reshape(self._image_shape)[:B] = images
+        shares = share_bounds(B, self.n, unit)
+        cfg = (loss_cfg.iou_threshold, loss_cfg.neg_pos_ratio, loss_cfg.alpha)
+        for r, (lo, hi) in enumerate(shares):
+            self._send(r, ("step", lo, hi, list(gt_boxes[lo:hi]), list(gt_labels[lo:hi]), cfg))
+        results = self._collect(range(len(shares)), "step")
         losses_l, losses_c, counts, stage_times = zip(*results)
-        wall = time.perf_counter() - t0
-        slowest = max(stage_times, key=lambda t: sum(t.values()))
-        scale = wall / max(sum(slowest.values()), 1e-12)
-        times = {k: v * scale for k, v in slowest.items()}
+        if times is not None:
+            slowest = max(stage_times, key=lambda t: sum(t.values()))
+            scale = (time.perf_counter() - t0) / max(sum(slowest.values()), 1e-12)
+            for k, v in slowest.items():
+                times[k] = times.get(k, 0.0) + v * scale
         if not all(math.isfinite(x) for x in losses_l + losses_c):
-            return math.nan, math.nan, times
-        # the batch's loss and gradient from the shares': weights N_r / N
+            self._grad[...] = 0
+            return math.nan, math.nan
+        # the batch from its shares: loss and gradient weighted N_r / N, buffers k_r / K
         N = max(sum(counts), 1)
         weights = [c / N for c in counts]
-        np.multiply(self._worker_grads[0], weights[0], out=self._grad)  # = every p.grad
-        for g, w in zip(self._worker_grads[1:n], weights[1:]):
-            self._grad += w * g
-        loss_l = sum(w * x for w, x in zip(weights, losses_l))
-        loss_c = sum(w * x for w, x in zip(weights, losses_c))
-        return loss_l, loss_c, times
+        np.multiply(np.frombuffer(self._grads[0], np.float32), weights[0], out=self._grad)  # = every p.grad
+        for g, w in zip(self._grads[1:len(shares)], weights[1:]):
+            self._grad += w * np.frombuffer(g, np.float32)
+        buffers = np.frombuffer(self._buffers, np.float32)
+        buffers[...] = sum((hi - lo) / B * np.frombuffer(self._worker_buffers[r], np.float32)
+                           for r, (lo, hi) in enumerate(shares))
+        return (sum(w * x for w, x in zip(weights, losses_l)),
+                sum(w * x for w, x in zip(weights, losses_c)))
 
-    def pull_buffers(self):
-        """The main model's buffers (BatchNorm running statistics) := the workers' mean."""
-        for r in range(self.n):
-            self._conns[r].send(("buffers",))
-        per_worker = [self._receive(r) for r in range(self.n)]
-        for name, b in self.model.named_buffers():
-            b[...] = sum(w[name] for w in per_worker) / self.n
+    def sync_buffers(self):
+        """Make the model's buffers the workers' combined running statistics.
+
+        ``forward_backward`` combines them after every step already, so the model is always
+        complete; this is here so that a loop can call it before a checkpoint or an
+        evaluation whatever runs its step (the GPU's ``to_host`` is the call that matters)."""
 
     def close(self):
-        """End the workers (idempotent). The weights stay in the main model."""
+        """End the workers (idempotent); a stopped or stuck one is killed. The weights stay
+        in the main model."""
+        for r in range(len(self._procs)):
+            try:
+                self._conns[r].send(("close",))
+            except (BrokenPipeError, OSError):
+                pass
         for conn, proc in zip(self._conns, self._procs):
+            proc.join(timeout=2)
             if proc.is_alive():
-                try:
-                    conn.send(("close",))
-                except (BrokenPipeError, OSError):
-                    pass
-        for conn, proc in zip(self._conns, self._procs):
-            proc.join(timeout=10)
-            if proc.is_alive():
-                proc.terminate()
+                proc.kill()  # SIGKILL: a stopped process ignores SIGTERM until continued
+                proc.join(timeout=5)
             conn.close()
         self._procs, self._conns = [], []
 
-    def _receive(self, r):
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # ---- talking to the workers ----------------------------------------------------------
+
+    def _send(self, r, request):
         try:
-            kind, payload = self._conns[r].recv()
-        except (EOFError, OSError):
-            code = self._procs[r].exitcode if r < len(self._procs) else None
-            raise RuntimeError(f"training worker {r} died (exit code {code})") from None
-        if kind == "error":
-            raise RuntimeError(f"training worker {r} failed:\n{payload}")
-        return payload
+            self._conns[r].send(request)
+        except (BrokenPipeError, OSError):
+            self._fail(r, f"died (exit code {self._procs[r].exitcode})")
+
+    def _collect(self, ranks, what):
+        """The answers of workers ``ranks``, in order; WorkerError on death, failure or timeout."""
+        pending, answers = set(ranks), {}
+        deadline = time.monotonic() + self.timeout
+        while pending:
+            ready = wait([self._conns[r] for r in pending], timeout=POLL_SECONDS)
+            for r in sorted(pending):
+                if self._conns[r] not in ready:
+                    continue
+                try:
+                    kind, payload = self._conns[r].recv()
+                except (EOFError, OSError):
+                    self._procs[r].join(timeout=1)
+                    self._fail(r, f"died (exit code {self._procs[r].exitcode})")
+                if kind == "error":
+                    self._fail(r, f"failed:\n{payload}")
+                answers[r] = payload
+                pending.discard(r)
+            for r in pending:
+                if not self._procs[r].is_alive():
+                    self._fail(r, f"died (exit code {self._procs[r].exitcode})")
+            if pending and time.monotonic() > deadline:
+                r = min(pending)
+                self._fail(r, f"sent nothing for {self.timeout:.0f} s ({what}): stopped (kill -STOP) "
+                              f"or stuck; raise the timeout if a step really takes that long")
+        return [answers[r] for r in ranks]
+
+    def _fail(self, r, what):
+        pid = self._procs[r].pid
+        self.close()
+        raise WorkerError(f"training worker {r} (pid {pid}) {what}")
 
 
-def _worker_main(conn, spec, weights, grads, images):
-    """A worker process: build the model on the shared weights, then answer requests."""
+def _worker_main(conn, spec, weights, grads, main_buffers, buffers, images):
+    """A worker process: build the model on the shared arrays, then answer requests."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
     try:
         from .model.ssd import SSD, SSDConfig
-        from .nn import threads
-        import numba
-        threads.set_num_threads(1)  # one process per core: no threads inside
-        numba.set_num_threads(1)
         model = SSD(SSDConfig.from_dict(spec["config"]), spec["num_classes"]).train()
+        set_batchnorm_group(model, spec["bn_group"])
         params = list(model.parameters())
         arrays = [p.data for p in params]
-        w = np.frombuffer(weights, dtype=np.float32)
-        g = np.frombuffer(grads, dtype=np.float32)
-        for p, wv, gv in zip(params, flat_views(w, arrays), flat_views(g, arrays)):
-            p.data, p.grad = wv, gv
-        model.load_state_dict({**{n: p.data for n, p in model.named_parameters()}, **spec["buffers"]})
-        buffer = np.frombuffer(images, dtype=np.float32).reshape(spec["image_shape"])
+        for p, w, g in zip(params, flat_views(np.frombuffer(weights, np.float32), arrays),
+                           flat_views(np.frombuffer(grads, np.float32), arrays)):
+            p.data, p.grad = w, g  # the weights are the main process's; the gradients are ours
+        slots = buffer_slots(model)
+        own = np.frombuffer(buffers, np.float32)
+        for (m, name), view in zip(slots, flat_views(own, [getattr(m, name) for m, name in slots])):
+            setattr(m, name, view)
+        main = np.frombuffer(main_buffers, np.float32)
+        image_buffer = np.frombuffer(images, np.float32).reshape(spec["image_shape"])
         conn.send(("ok", "ready"))
     except Exception:
         conn.send(("error", traceback.format_exc()))
@@ -238,15 +305,41 @@ def _worker_main(conn, spec, weights, grads, images):
             request = conn.recv()
         except (EOFError, OSError):
             return  # the main process is gone
+        if request[0] == "close":
+            return
         try:
-            if request[0] == "close":
-                return
-            if request[0] == "buffers":
-                conn.send(("ok", {name: b.copy() for name, b in model.named_buffers()}))
-                continue
-            _, lo, hi, gt_boxes, gt_labels = request
-            g[...] = 0
-            result = share_step(model, buffer[lo:hi], gt_boxes, gt_labels, spec["loss_args"])
-            conn.send(("ok", result))
+            _, lo, hi, gt_boxes, gt_labels, cfg = request
+            own[...] = main  # start from the model's running statistics
+            times, stats = {}, {}
+            loss_l, loss_c = forward_backward(model, image_buffer[lo:hi], gt_boxes, gt_labels,
+                                              LossConfig(*cfg), times=times, stats=stats)
+            conn.send(("ok", (loss_l, loss_c, stats.get("positives", 0), times)))
         except Exception:
             conn.send(("error", traceback.format_exc()))
+
+
+# ---- the names train.py used before Workers (remove when nothing imports them) ---------------
+
+def share_step(model, images, gt_boxes, gt_labels, loss_args):
+    """Old interface: ``step.forward_backward`` with a dict of loss settings; returns
+    (loss_l, loss_c, positives, times)."""
+    times, stats = {}, {}
+    loss_l, loss_c = forward_backward(model, images, gt_boxes, gt_labels, LossConfig(**loss_args),
+                                      times=times, stats=stats)
+    return loss_l, loss_c, stats.get("positives", 0), times
+
+
+class StepWorkers(Workers):
+    """Old interface: BatchNorm per share of max_batch / n images, ``step`` and ``pull_buffers``."""
+
+    def __init__(self, model, n, max_batch, loss_args):
+        super().__init__(model, n, max_batch, bn_group=max(1, int(max_batch) // int(n)))
+        self.loss_cfg = LossConfig(**loss_args)
+
+    def step(self, images, gt_boxes, gt_labels):
+        times = {}
+        loss_l, loss_c = self.forward_backward(images, gt_boxes, gt_labels, self.loss_cfg, times)
+        return loss_l, loss_c, times
+
+    def pull_buffers(self):
+        self.sync_buffers()
