@@ -1,168 +1,106 @@
-"""Train SSD: ``python -m minissd.train --tiny-voc`` (or ``--voc-root PATH`` for real VOC).
+"""Train SSD: ``python -m minissd.train --tiny-voc`` (or ``--data voc:PATH``, coco:..., yolo:...).
 
-Every field of ``TrainConfig`` below is a command-line flag (``batch_size`` -> ``--batch-size``).
-The defaults are the tiny-voc recipe (docs/ch07-training.md explains each number); with
-``--voc-root`` the defaults switch to the paper's SSD300 recipe (``VOC_RECIPE``), and any flag
-given on the command line wins over both.
+The flags, the recipes (``--recipe tiny-voc|paper``) and their checks are minissd/config.py's
+``TrainConfig``; docs/ch07-training.md explains every number. One iteration of the loop in
+``train`` (Liu et al. 2016, sec. 2.2 and 3):
 
-The recipe is the paper's (Liu et al. 2016, sec. 3): matching at IoU 0.5, multibox loss with
-3:1 hard negative mining, SGD with momentum 0.9 and weight decay 5e-4, a linear warm-up, then
-a cosine (or the paper's step) schedule, and SSD's augmentation (colour distortion, zoom out,
-IoU crop, flip; ``--augment light`` keeps only colour and flip).
+1. a batch of augmented images and their ground truth (``minissd.data``);
+2. ``forward_backward``: match, forward, multibox loss with hard negative mining, backward:
+   the batch's gradient in every ``.grad`` (``minissd.step``; run in several processes by
+   ``minissd.workers.Workers``, on the GPU by ``minissd.cuda``: the same maths);
+3. clip the global gradient norm;
+4. an SGD step at this iteration's learning rate (linear warm-up, then cosine or steps);
+5. log; 6. now and then, the validation mAP and a checkpoint.
 
-A run writes into ``--out``: checkpoint.npz (atomic; resumed by ``--resume``), metrics.json
-(val mAP, per-class AP, history, per-stage profile), curves.png and detections.png.
-Ctrl-C saves a checkpoint and exits cleanly; a non-finite loss stops the run and keeps the
-last good checkpoint.
+A run writes into ``--out``: checkpoint.npz (atomic; ``--resume`` continues it), metrics.json,
+curves.png, detections.png (minissd/outputs.py). A checkpoint is written only when every
+weight is finite and sane, so a run that blows up keeps its last good one. Ctrl-C or SIGTERM
+stops after the current iteration and saves first; a dead or hung step worker, or any other
+error in the loop, also saves the last good state before the run stops.
 """
 
-import argparse
-import json
 import math
 import os
 import signal
 import sys
+import threading
 import time
+from contextlib import ExitStack
 from functools import partial
-from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 from tqdm import tqdm
 
-from . import viz
-from .checkpoint import load_checkpoint, save_checkpoint
-from .data import VOCDataset, make_tiny_voc, tiny_voc_path
-from .data.augment import (Compose, normalize, photometric_distort, random_flip, resize,
-                           train_transform)
+from . import cli, config, outputs, step
+from .checkpoint import load_checkpoint, remove_stale_temporaries, save_checkpoint
+from .data.augment import augmentation
 from .data.loader import DataLoader
-from .detect import predict_dataset
-from .evaluate import evaluate_detections, format_ap_table
+from .errors import ConfigError
 from .model import build_model
+from .model.summary import layer_table
 from .nn import SGD, Adam, Cosine, LinearWarmup, MultiStep
-from .nn.threads import num_threads
-from .workers import StepWorkers, share_step
+from .step import LossConfig
+
+from .nn import set_batchnorm_group
+try:
+    from .workers import WorkerError, Workers
+except ImportError:  # pragma: no cover  TODO(A2): until helper A1's Workers lands
+    class WorkerError(RuntimeError):
+        pass
+    Workers = None
+
+WEIGHT_LIMIT = 1e6  # |value| of any weight or BatchNorm statistic beyond this: the run has blown up
+                    # (a trained tiny SSD's largest is about 7)
 
 
-@dataclass
-class TrainConfig:
-    """One training run. Defaults: the tiny-voc recipe (the default ``--tiny-voc`` run)."""
-
-    # ---- data ------------------------------------------------------------------------------
-    tiny_voc: bool = False   # generate tiny-voc if absent and train on it
-    voc_root: str = ""       # or a VOC year folder (VOCdevkit/VOC2007: Annotations, JPEGImages...)
-    data_dir: str = ""       # where tiny-voc lives; default $MINISSD_DATA, else ~/.cache/minissd
-    train_split: str = "train"
-    val_split: str = "val"
-    workers: int = 1         # background threads preparing batches (0: in the training thread)
-    augment: str = "ssd"     # "ssd": the paper's pipeline; "light": colour distortion + flip only
-    light_first: float = 0.7 # with "ssd": the first this fraction of the epochs use "light" (a curriculum)
-    max_expand: float = 2.0  # zoom-out: canvas up to this many times the image (paper: 4, at 300 px)
-    # ---- model -----------------------------------------------------------------------------
-    model: str = "tiny"      # "tiny" (tiny-voc) or "ssd300" (the paper's VGG16 SSD300)
-    # ---- optimisation (SSD: SGD, momentum 0.9, weight decay 5e-4, batch 32) -----------------
-    iters: int = 3600        # 58k images: ~13 min end to end on 2 cores (docs/training-results.md)
-    epochs: float = 0.0      # if > 0: iters = epochs * len(train set) / batch_size
-    batch_size: int = 16     # the paper: 32; 16 is 1.5x faster per image here and updates twice as often
-    optimizer: str = "sgd"   # "sgd" (the paper's) or "adam"
-    lr: float = 0.02         # peak learning rate (BatchNorm allows 20x the paper's 1e-3)
-    momentum: float = 0.9    # the paper's (Adam: its beta1)
-    weight_decay: float = 5e-4  # the paper's
-    warmup_iters: int = 200  # linear warm-up from lr/3, as lufficc/SSD does
-    schedule: str = "cosine" # "cosine" to 0 at the end, or "step" (the paper's: x0.1 at milestones)
-    milestones: str = ""     # step schedule: comma-separated iterations, e.g. "80000,100000"
-    grad_clip: float = 10.0  # clip the global gradient norm (0: off); guards the first steps
-    # ---- SSD's loss (the paper's numbers, but for the matching threshold) ---------------------
-    iou_threshold: float = 0.4  # a default box is positive at IoU >= this with a ground truth (paper: 0.5;
-                                # tiny's coarse grids leave objects 2.2 positives at 0.5, 5.7 at 0.4)
-    neg_pos_ratio: float = 3.0  # hard negative mining keeps at most 3 negatives per positive
-    alpha: float = 1.0          # weight of the localisation loss
-    # ---- evaluation and output -------------------------------------------------------------
-    eval_every: int = 1000   # validation mAP every this many iterations (0: only at the end)
-    eval_images: int = 100   # periodic validation on the first N val images (the end: all)
-    out: str = "runs/tiny-voc"
-    resume: bool = False     # continue from OUT/checkpoint.npz
-    seed: int = 0
-    device: str = "cpu"      # "cpu" or "cuda" (needs a GPU and numba-cuda)
-    log_every: int = 10      # history points (loss, lr) every this many iterations
+def open_datasets(cfg):
+    """(train set, val set) of the dataset the flags name (``--data``, ``--voc-root``, ``--tiny-voc``)."""
+    from .data import dataset_spec, open_dataset
+    spec = dataset_spec(cfg.data, cfg.tiny_voc, cfg.voc_root)
+    t = time.perf_counter()
+    train_set = open_dataset(spec, cfg.train_split, data_dir=cfg.data_dir or None)
+    val_set = open_dataset(spec, cfg.val_split, data_dir=cfg.data_dir or None, classes=train_set.classes)
+    print(f"data {spec}: {len(train_set)} {cfg.train_split} / {len(val_set)} {cfg.val_split} images "
+          f"({time.perf_counter() - t:.1f} s)")
+    return train_set, val_set
 
 
-# The paper's SSD300 recipe (Liu et al. 2016 sec. 3 / ssd.pytorch config.py "voc"), applied by
-# --voc-root unless a flag overrides it: 120k iterations of batch 32, lr 1e-3 dropped x0.1 at
-# 80k and 100k (the paper's VOC07+12 schedule). Without BatchNorm and from scratch (no ImageNet
-# VGG16 here), expect to need the warm-up.
-VOC_RECIPE = dict(model="ssd300", iters=120_000, batch_size=32, lr=1e-3, schedule="step",
-                  milestones="80000,100000", warmup_iters=500, augment="ssd", light_first=0.0, max_expand=4.0,
-                  iou_threshold=0.5,
-                  eval_every=5000, eval_images=500, out="runs/voc")
-
-
-def parse_args(argv=None):
-    """Flags from TrainConfig's fields; returns a TrainConfig (tiny-voc or VOC defaults)."""
-    parser = argparse.ArgumentParser(prog="python -m minissd.train", description=__doc__.split("\n\n")[0],
-                                     argument_default=argparse.SUPPRESS)
-    for f in fields(TrainConfig):
-        flag = "--" + f.name.replace("_", "-")
-        if f.type is bool or isinstance(f.default, bool):
-            parser.add_argument(flag, action="store_true", help=f"(default: {f.default})")
-        else:
-            choices = {"device": ("cpu", "cuda"), "schedule": ("cosine", "step"),
-                       "model": ("tiny", "ssd300"), "optimizer": ("sgd", "adam"),
-                       "augment": ("ssd", "light")}.get(f.name)
-            parser.add_argument(flag, type=type(f.default), choices=choices, help=f"(default: {f.default})")
-    given = vars(parser.parse_args(argv))
-    if given.get("voc_root") and given.get("tiny_voc"):
-        parser.error("choose one of --tiny-voc and --voc-root")
-    if not given.get("voc_root"):
-        given["tiny_voc"] = True  # tiny-voc is the default dataset
-    preset = VOC_RECIPE if given.get("voc_root") else {}
-    return TrainConfig(**{**preset, **given})
+def make_model(cfg, train_set):
+    """The network ``cfg`` names, for ``train_set``'s classes (``--input-size``, ``--fit-priors``)."""
+    options = {}
+    if cfg.input_size:
+        options["input_size"] = cfg.input_size
+    if cfg.fit_priors:
+        from .priors import fit_prior_scales
+        options["prior_scales"] = fit_prior_scales(train_set, input_size=cfg.input_size or None,
+                                                   iou_threshold=cfg.iou_threshold)
+    try:
+        return build_model(cfg.model, len(train_set.classes), seed=cfg.seed, **options)
+    except (TypeError, ValueError) as err:  # a size or scales the model family cannot take
+        raise ConfigError(f"--model {cfg.model}: {err}") from err
 
 
 def learning_rate_schedule(cfg, iters):
     """lr(it): linear warm-up into cosine annealing, or into the paper's multi-step decay."""
     if cfg.schedule == "step":
-        milestones = tuple(int(m) for m in cfg.milestones.split(",") if m.strip())
-        base = MultiStep(cfg.lr, milestones or (int(iters * 2 / 3), int(iters * 5 / 6)))
+        base = MultiStep(cfg.lr, config.milestones(cfg) or (int(iters * 2 / 3), int(iters * 5 / 6)))
     else:
         base = Cosine(cfg.lr, iters, min_lr=cfg.lr * 0.01)
     return LinearWarmup(base, cfg.warmup_iters) if cfg.warmup_iters > 0 else base
 
 
-def training_augmentation(cfg, model_config, light=False):
-    """The paper's augmentation (photometric distortion, zoom out, IoU crop, flip, resize,
-    normalise), or with ``augment="light"`` (or ``light=True``) only the colour distortion
-    and the flip."""
-    size, mean, std = model_config.input_size, model_config.mean, model_config.std
-    if cfg.augment == "light" or light:
-        return Compose([photometric_distort, partial(resize, size=size), random_flip,
-                        partial(normalize, mean=mean, std=std)])
-    return train_transform(size, mean, std, max_expand=cfg.max_expand)
-
-
-def open_datasets(cfg):
-    """(train set, val set): tiny-voc (generated on first use) or the VOC folder given."""
-    if cfg.voc_root:
-        root = cfg.voc_root
-    else:
-        root = tiny_voc_path(cfg.data_dir or None)
-        t = time.perf_counter()
-        make_tiny_voc(root)  # reuses a complete copy; else writes it (~20 s)
-        print(f"tiny-voc at {root} ({time.perf_counter() - t:.1f} s)")
-    return VOCDataset(root, cfg.train_split), VOCDataset(root, cfg.val_split)
-
-
 def augmentation_schedule(cfg, model_config, epochs):
-    """epoch -> the training transform: the light one for the first ``cfg.light_first`` of the
-    ``epochs`` (rounded to whole epochs), the configured one after.
+    """epoch -> the training transform: "light" for the first ``cfg.light_first`` of the
+    ``epochs`` (rounded to whole epochs) when ``cfg.augment`` is "ssd", ``cfg.augment`` after.
 
     Why a curriculum: a small network trained from scratch first has to learn what the
     shapes look like; zoom-out and IoU crops make most objects smaller or cut, which slows
-    that down (on tiny-voc light augmentation led by 0.15 mAP after 1,000 iterations) but
-    keeps the network from overfitting later (light alone ended 0.035 below the paper's
-    pipeline). docs/training-results.md has the runs.
+    that down, but keep the network from overfitting later (docs/training-results.md).
     """
+    size, mean, std = model_config.input_size, model_config.mean, model_config.std
     light_epochs = round(cfg.light_first * epochs) if cfg.augment == "ssd" else 0
-    light, full = training_augmentation(cfg, model_config, light=True), training_augmentation(cfg, model_config)
+    light = augmentation("light", size, mean, std)
+    full = augmentation(cfg.augment, size, mean, std, max_expand=cfg.max_expand)
     return lambda epoch: light if epoch < light_epochs else full
 
 
@@ -185,275 +123,267 @@ def endless(loader, start=0, transform_for=None):
         epoch += 1
 
 
-def global_grad_norm(params):
-    return math.sqrt(sum(float(np.vdot(p.grad, p.grad)) for p in params))
+def state_problem(model, optimizer):
+    """"" when every weight, BatchNorm statistic and optimizer state is finite and within
+    ``WEIGHT_LIMIT``; else what is wrong, naming the first bad entry."""
+    for kind, state in (("weight", model.state_dict()), ("optimizer state", optimizer.state_dict())):
+        for name, value in state.items():
+            value = np.asarray(value)
+            if not np.isfinite(value).all():
+                return f"the {kind} {name} is not finite"
+            if kind == "weight" and value.size and np.abs(value).max() > WEIGHT_LIMIT:
+                return f"the {kind} {name} has exploded (|value| up to {np.abs(value).max():.3g})"
+    return ""
 
 
-def validate(model, dataset, max_images=None, batch_size=32):
-    """VOC07 11-point mAP at IoU 0.5 of ``model`` on (the first ``max_images`` of) ``dataset``."""
-    model.eval()
-    detections, ground_truth = predict_dataset(model, dataset, max_images=max_images, batch_size=batch_size)
-    result = evaluate_detections(detections, ground_truth, class_names=dataset.classes)
-    area = evaluate_detections(detections, ground_truth, class_names=dataset.classes, use_07_metric=False)
-    result["mAP_area"], result["ap_area"] = area["mAP"], area["ap"]
-    model.train()
-    return result, detections
+class StopRequest:
+    """Ctrl-C (SIGINT) and SIGTERM: before ``deferring`` is set, stop at once (nothing trained
+    yet, nothing to lose); after, set ``requested`` (the signal's name) for the loop to check
+    between iterations, so the checkpoint it then saves is never half-updated. A second signal
+    interrupts at once (KeyboardInterrupt)."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.requested, self.deferring, self._previous = "", False, {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():  # only there can Python take signals
+            self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+        return self
+
+    def _handle(self, signum, frame):
+        if not self.deferring or self.requested:
+            raise KeyboardInterrupt
+        self.requested = signal.Signals(signum).name
+
+    def __exit__(self, *exc):
+        for s, previous in self._previous.items():
+            signal.signal(s, previous)
 
 
-def save_pictures(out, history, model, dataset, detections, n=8):
-    """curves.png (loss and val mAP) and detections.png (the first ``n`` val images)."""
-    viz.save_figure(viz.plot_loss_curves(history), os.path.join(out, "curves.png"))
-    n = min(n, len(dataset))
-    images, gts = [], []
-    for i in range(n):
-        image, boxes, labels, _ = dataset[i]
-        images.append(image)
-        gts.append((boxes, labels))
-    fig = viz.detection_grid(images, detections[:n], class_names=dataset.classes, ground_truth=gts)
-    viz.save_figure(fig, os.path.join(out, "detections.png"))
-
-
-class TrainStep:
-    """One SGD step of SSD on the CPU: match, forward, loss, backward, clip, update.
-
-    ``minissd.cuda.step.CudaTrainStep`` is its GPU twin with the same interface, so the loop
-    in ``main`` reads the same on both devices:
-
-    - ``step(images, gt_boxes, gt_labels, lr) -> (loss_l, loss_c, times)``: images (B, 3, S,
-      S) float32, B arrays of ground truth each; times: seconds per stage (match, forward,
-      loss, backward, optimizer). A non-finite loss returns at once: nothing is updated.
-    - ``to_host(optimizer)``: make ``model`` complete (the weights live there already; the
-      workers' BatchNorm running statistics are averaged into it); called before every
-      checkpoint and evaluation. ``close()`` ends the worker processes.
-    - workers: match, forward, loss and backward run in this many processes, each on its
-      share of the batch (``minissd.workers``: weights in shared memory, BatchNorm per
-      share); default: the nn thread count (``MINISSD_THREADS``, else the cores) as long as
-      every share keeps at least ``MIN_SHARE`` images; 1 runs them in this process.
-    """
-
-    MIN_SHARE = 8  # images per worker: BatchNorm's statistics get noisy on fewer
-
-    def __init__(self, model, optimizer, cfg, workers=None):
-        self.model, self.optimizer, self.cfg = model, optimizer, cfg
-        self.params = list(model.parameters())
-        if workers is None:
-            workers = max(1, min(num_threads(), cfg.batch_size // self.MIN_SHARE))
-        self.loss_args = dict(iou_threshold=cfg.iou_threshold, neg_pos_ratio=cfg.neg_pos_ratio, alpha=cfg.alpha)
-        self.workers = StepWorkers(model, workers, cfg.batch_size, self.loss_args) if workers > 1 else None
-
-    def __call__(self, images, gt_boxes, gt_labels, lr):
-        cfg = self.cfg
-        # 1-4. match, forward, multibox loss (+ mining), backward: gradients in every .grad
-        if self.workers is not None:  # shared among the worker processes
-            loss_l, loss_c, times = self.workers.step(images, gt_boxes, gt_labels)
-        else:
-            self.model.zero_grad()
-            loss_l, loss_c, _, times = share_step(self.model, images, gt_boxes, gt_labels, self.loss_args)
-        if not (math.isfinite(loss_l) and math.isfinite(loss_c)):
-            return loss_l, loss_c, times  # stopped before a NaN reached the weights
-        # 5. clip the global gradient norm, set this iteration's learning rate, SGD step
-        t = time.perf_counter()
-        norm = global_grad_norm(self.params)
-        if cfg.grad_clip > 0 and norm > cfg.grad_clip:
-            for p in self.params:
-                p.grad *= cfg.grad_clip / norm
-        self.optimizer.lr = lr
-        self.optimizer.step()
-        times["optimizer"] = time.perf_counter() - t
-        return loss_l, loss_c, times
-
-    def to_host(self, optimizer=None):
-        if self.workers is not None:
-            self.workers.pull_buffers()
-
-    def close(self):
-        """Average the workers' BatchNorm statistics into the model, then end the workers."""
-        if self.workers is not None:
-            self.to_host()
-            self.workers.close()
-            self.workers = None
-
-
-def cuda_problem(cfg):
-    """Why ``--device cuda`` cannot run this configuration ("" if it can)."""
+def check_device(cfg):
+    """ConfigError when ``--device cuda`` cannot run here (no GPU, no numba-cuda, the simulator)."""
+    if cfg.device != "cuda":
+        return
     from . import cuda
     try:
         cuda.require()  # a clear error without a GPU or without numba-cuda
     except RuntimeError as err:
-        return str(err)
+        raise ConfigError(f"--device cuda: {err}") from None
     if cfg.optimizer != "sgd":
-        return f"only SGD has a GPU twin (minissd/cuda/optim.py); --optimizer {cfg.optimizer} runs on the CPU"
+        raise ConfigError(f"--device cuda: only SGD has a GPU twin; --optimizer {cfg.optimizer} runs on the CPU")
     if cuda.simulating() and os.environ.get("MINISSD_ALLOW_CUDASIM") != "1":
-        return ("NUMBA_ENABLE_CUDASIM=1: numba's CUDA simulator runs every GPU thread in Python, "
-                "far too slow to train on (unset it on a machine with a GPU; the tests set "
-                "MINISSD_ALLOW_CUDASIM=1 to train a toy model on it)")
-    return ""
+        raise ConfigError("--device cuda: NUMBA_ENABLE_CUDASIM=1: numba's CUDA simulator runs every GPU "
+                          "thread in Python, far too slow to train on (unset it on a machine with a GPU; "
+                          "the tests set MINISSD_ALLOW_CUDASIM=1 to train a toy model on it)")
 
 
-def make_step(cfg, model, optimizer):
-    """The training step for ``cfg.device``: ``TrainStep`` or its GPU twin ``CudaTrainStep``."""
-    if cfg.device != "cuda":
-        return TrainStep(model, optimizer, cfg)
-    from .cuda.step import CudaTrainStep
-    return CudaTrainStep(model, optimizer.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
-                         grad_clip=cfg.grad_clip, iou_threshold=cfg.iou_threshold,
-                         neg_pos_ratio=cfg.neg_pos_ratio, alpha=cfg.alpha,
-                         momentum_buffers=optimizer.buffers)
-
-
-class StopRequest:
-    """Ctrl-C sets a flag the loop checks between iterations, so the checkpoint it then saves
-    is never half-updated; a second Ctrl-C interrupts at once."""
-
-    def __init__(self):
-        self.requested = False
-
-    def __enter__(self):
-        self._previous = signal.signal(signal.SIGINT, self._handle)
-        return self
-
-    def _handle(self, signum, frame):
-        self.requested = True
-        signal.signal(signal.SIGINT, self._previous)  # the next Ctrl-C raises KeyboardInterrupt
-
-    def __exit__(self, *exc):
-        signal.signal(signal.SIGINT, self._previous)
+def print_start(cfg, model, train_set, val_set, iters, processes):
+    """One paragraph: the recipe, the model, its input, the data, the iterations, the time it may take."""
+    try:
+        macs = layer_table(model.config, model.num_classes)[-1]["macs"]
+    except Exception:  # noqa: BLE001 - the estimate is a courtesy
+        macs = 0
+    seconds = config.estimate_seconds(cfg, iters, macs, processes)
+    size = model.config.input_size
+    where = "the GPU" if cfg.device == "cuda" else f"the CPU, {processes} step process(es)"
+    print(f"recipe {cfg.recipe}: model {cfg.model}, input {size}x{size}, {model.num_priors} default boxes, "
+          f"{sum(p.data.size for p in model.parameters()):,} parameters; {iters} iterations of "
+          f"{cfg.batch_size} ({iters * cfg.batch_size / len(train_set):.1f} epochs of {len(train_set)} "
+          f"images; {len(val_set)} val) on {where}, BatchNorm over groups of {cfg.bn_group}"
+          + (f"; about {seconds / 60:.0f} min (a 2-core laptop's speed)" if seconds else ""))
 
 
 def main(argv=None):
-    cfg = parse_args(argv)
-    if cfg.device == "cuda":
-        problem = cuda_problem(cfg)
-        if problem:
-            print(f"--device cuda: {problem}", file=sys.stderr)
-            return 2
-    os.makedirs(cfg.out, exist_ok=True)
-    ckpt_path = os.path.join(cfg.out, "checkpoint.npz")
-    t_start = time.perf_counter()
+    """``python -m minissd.train``: 0 when the run finished, 1 when a fault stopped it (its last
+    good checkpoint kept), 130 / 143 when Ctrl-C / SIGTERM stopped it (saved first)."""
+    with StopRequest() as stop:
+        try:
+            return train(config.parse_args(argv), stop)
+        except KeyboardInterrupt:
+            print("\ninterrupted before the first iteration finished (or a second time): stopped at "
+                  "once, nothing new saved", file=sys.stderr)
+            return 130
+
+
+def train(cfg, stop):
+    """Train as ``cfg`` says; ``stop``: the StopRequest the loop checks. Returns the exit status."""
+    check_device(cfg)
+    t_start, ckpt_path = time.perf_counter(), os.path.join(cfg.out, "checkpoint.npz")
+    for path in remove_stale_temporaries(cfg.out):  # what a run killed mid-write left behind
+        print(f"removed {path}, a temporary checkpoint left by a run killed while writing")
 
     # ---- data, model, optimizer ----------------------------------------------------------
     train_set, val_set = open_datasets(cfg)
-    model = build_model(cfg.model, len(train_set.classes), seed=cfg.seed)
-    priors, size = model.priors, model.config.input_size  # (P, 4) centre form; input side
-    iters = cfg.iters if cfg.epochs <= 0 else max(1, round(cfg.epochs * len(train_set) / cfg.batch_size))
+    config.check_against_data(cfg, len(train_set))
+    iters = config.total_iters(cfg, len(train_set))
+    model = make_model(cfg, train_set)
+    set_batchnorm_group(model, cfg.bn_group)  # the same maths on every device and process count
     params = list(model.parameters())
     if cfg.optimizer == "adam":
         optimizer = Adam(params, cfg.lr, betas=(cfg.momentum, 0.999), weight_decay=cfg.weight_decay)
     else:
         optimizer = SGD(params, cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     lr_at = learning_rate_schedule(cfg, iters)
-    rng = np.random.default_rng(cfg.seed)  # augmentation's randomness, checkpointed
+    loss_cfg = LossConfig(cfg.iou_threshold, cfg.neg_pos_ratio, cfg.alpha)
     history = {"iteration": [], "loss_l": [], "loss_c": [], "lr": [], "eval_iteration": [], "mAP": []}
     start = 0
     if cfg.resume:
-        meta = load_checkpoint(ckpt_path, model, optimizer, rng)
+        meta = load_checkpoint(ckpt_path, model, optimizer)
         start, history = meta["iteration"], meta["extra"]["history"]
-        print(f"resumed from {ckpt_path} at iteration {start}")
+        print(f"resumed from {ckpt_path} at iteration {start} of {iters}"
+              + (": no training left, evaluating" if start >= iters else ""))
     loader = DataLoader(train_set, batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed,
-                        transform=training_augmentation(cfg, model.config),
-                        num_workers=cfg.workers, drop_last=True)
+                        num_workers=cfg.loader_threads, drop_last=True)
     batches = endless(loader, start, augmentation_schedule(cfg, model.config, iters / len(loader)))
+    processes = config.step_processes(cfg)
+    print_start(cfg, model, train_set, val_set, iters, processes)
 
-    step = make_step(cfg, model, optimizer)  # after --resume: it starts from the loaded state
-
-    def checkpoint(it):
-        step.to_host(optimizer)  # the GPU step keeps the weights on the GPU until asked
-        save_checkpoint(ckpt_path, model, optimizer, it, cfg, rng,
+    def checkpoint(done):
+        """Write the checkpoint of ``done`` iterations (the caller has checked the state)."""
+        save_checkpoint(ckpt_path, model, optimizer, done, config.describe(cfg),
                         extra={"history": history, "classes": train_set.classes,
                                "model": cfg.model, "model_config": model.config.to_dict()})
 
-    print(f"model {cfg.model}: input {size}x{size}, {len(priors)} default boxes, "
-          f"{sum(p.data.size for p in params):,} parameters; {len(train_set)} train / "
-          f"{len(val_set)} val images; {iters} iterations of {cfg.batch_size} on the {cfg.device.upper()}"
-          + (f", {step.workers.n} worker processes" if getattr(step, "workers", None) else ""))
     profile = dict.fromkeys(("data", "match", "forward", "loss", "backward", "optimizer", "eval"), 0.0)
-    it, status = start, "finished"
-    model.train()
-    bar = tqdm(range(start, iters), initial=start, total=iters, desc="train", dynamic_ncols=True)
-    with StopRequest() as stop:
-        for it in bar:
-            t0 = time.perf_counter()
-            # 1. next batch: augmented, resized, normalised images (B, 3, S, S) and targets
-            images, gt_boxes, gt_labels = next(batches)
-            profile["data"] += time.perf_counter() - t0
-            # 2. one step: match, forward, loss (+ mining), backward, clip, SGD (TrainStep)
-            lr = lr_at(it)
-            loss_l, loss_c, times = step(images, gt_boxes, gt_labels, lr)
-            if not (math.isfinite(loss_l) and math.isfinite(loss_c)):
-                status = "non-finite loss"  # nothing from this step was applied
-                break
-            for key, dt in times.items():
-                profile[key] += dt
-            t1 = time.perf_counter()
-            # 3. log: progress bar, history
-            bar.set_postfix(loc=f"{loss_l:.3f}", conf=f"{loss_c:.3f}", lr=f"{lr:.4f}",
-                            img_s=f"{cfg.batch_size / (t1 - t0):.1f}")
-            if it % cfg.log_every == 0 or it == iters - 1:
-                for key, value in (("iteration", it + 1), ("loss_l", loss_l), ("loss_c", loss_c),
-                                   ("lr", lr)):
-                    history[key].append(value)
-            # 4. now and then: validation mAP on a subset, and a checkpoint
-            if cfg.eval_every and (it + 1) % cfg.eval_every == 0 and it + 1 < iters:
-                t = time.perf_counter()
-                step.to_host(optimizer)  # validation runs the CPU model
-                result, _ = validate(model, val_set, max_images=cfg.eval_images)
-                history["eval_iteration"].append(it + 1)
-                history["mAP"].append(result["mAP"])
-                checkpoint(it + 1)
-                profile["eval"] += time.perf_counter() - t
-                bar.write(f"iteration {it + 1}: val mAP (first {cfg.eval_images} images) {result['mAP']:.3f}")
-            if stop.requested:
-                status = "interrupted"
-                break
-    bar.close()
-    batches.close()  # stops the loader's background threads
-    step.close()  # ends the worker processes (after bringing everything into the model)
-    done = it + 1 if status != "non-finite loss" else it
+    done, fault, failure = start, "", ""  # fault: the weights cannot be trusted; failure: a worker's
+    with ExitStack() as running:
+        running.callback(batches.close)  # stops the loader's threads
+        # where steps 2 and 3 run: here, in worker processes (whole BatchNorm groups each, the
+        # gradients summed into model's .grad), or on the GPU (the weights stay there)
+        forward_backward, clip_grad_norm, step_params, stepper = (
+            partial(step.forward_backward, model), step.clip_grad_norm, params, optimizer)
+        to_host = lambda: None  # noqa: E731 - the state the checkpoint needs is in `model` already
+        if cfg.device == "cuda":
+            from . import cuda
+            gpu = cuda.to_device(model)
+            step_params = list(gpu.parameters())
+            stepper = cuda.SGD(step_params, cfg.lr, cfg.momentum, cfg.weight_decay,
+                               momentum_buffers=optimizer.buffers)
+            forward_backward, clip_grad_norm = partial(cuda.forward_backward, gpu), cuda.clip_grad_norm
+            to_host = partial(cuda.to_host, gpu, model, stepper, optimizer)
+        elif processes > 1:
+            workers = running.enter_context(Workers(model, processes, cfg.batch_size, cfg.bn_group))
+            forward_backward, to_host = workers.forward_backward, workers.sync_buffers
 
-    if status == "non-finite loss":
-        print(f"\nstopped: the loss became non-finite (NaN or inf) at iteration {it + 1}. Nothing from "
-              f"this step was applied. The last good checkpoint, if any, is {ckpt_path}. Try a lower "
-              f"--lr (now {cfg.lr}) or a longer --warmup-iters (now {cfg.warmup_iters}).", file=sys.stderr)
+        model.train()
+        stop.deferring = True  # from here on Ctrl-C / SIGTERM stop between iterations, saving first
+        bar = tqdm(range(start, iters), initial=start, total=iters, desc="train", dynamic_ncols=True)
+        try:
+            for it in bar:
+                t0 = time.perf_counter()
+                # 1. a batch: augmented, resized, normalised images (B, 3, S, S); boxes, labels per image
+                images, gt_boxes, gt_labels = next(batches)
+                times = {"data": time.perf_counter() - t0}
+                # 2. match, forward, multibox loss (+ mining), backward: the gradient in every .grad
+                loss_l, loss_c = forward_backward(images, gt_boxes, gt_labels, loss_cfg, times)
+                if not (math.isfinite(loss_l) and math.isfinite(loss_c)):
+                    fault = f"the loss became non-finite (NaN or inf) at iteration {it + 1}"
+                    break  # nothing from this batch reached the weights
+                # 3. clip the global gradient norm
+                t = time.perf_counter()
+                clip_grad_norm(step_params, cfg.grad_clip)
+                # 4. SGD step at this iteration's learning rate
+                stepper.lr = lr = lr_at(it)
+                stepper.step()
+                done = it + 1
+                times["optimizer"] = time.perf_counter() - t
+                # 5. log: progress bar, history, where the time went
+                for key, seconds in times.items():
+                    profile[key] += seconds
+                bar.set_postfix(loc=f"{loss_l:.3f}", conf=f"{loss_c:.3f}", lr=f"{lr:.4f}",
+                                img_s=f"{cfg.batch_size / (time.perf_counter() - t0):.1f}")
+                if it % cfg.log_every == 0 or done == iters:
+                    for key, value in (("iteration", done), ("loss_l", loss_l), ("loss_c", loss_c), ("lr", lr)):
+                        history[key].append(value)
+                # 6. now and then: validation mAP on a subset, and a checkpoint (sane weights only)
+                if cfg.eval_every and done % cfg.eval_every == 0 and done < iters:
+                    t = time.perf_counter()
+                    to_host()
+                    fault = state_problem(model, optimizer)
+                    if fault:
+                        break
+                    result, _ = outputs.validate(model, val_set, max_images=cfg.eval_images)
+                    history["eval_iteration"].append(done)
+                    history["mAP"].append(result["mAP"])
+                    checkpoint(done)
+                    profile["eval"] += time.perf_counter() - t
+                    bar.write(f"iteration {done}: val mAP (first {cfg.eval_images} images) {result['mAP']:.3f}")
+                if stop.requested:
+                    break
+            bar.close()
+            # the last good state, unless a fault says the weights cannot be trusted
+            if not fault and done > start:
+                to_host()
+                fault = state_problem(model, optimizer)
+                if not fault:
+                    checkpoint(done)
+        except WorkerError as err:  # a step process died or hung: save what the main process holds
+            bar.close()
+            failure = f"{err}; {_save_last_good(model, optimizer, checkpoint, done, start, ckpt_path)}"
+        except Exception as err:  # a bug or bad data: save the last good state, then the traceback
+            bar.close()
+            saved = _save_last_good(model, optimizer, checkpoint, done, start, ckpt_path, to_host)
+            print(f"\nstopped by {type(err).__name__} during iteration {done + 1}: {saved}", file=sys.stderr)
+            raise
+
+    if fault:
+        print(f"\nstopped: {fault}. No checkpoint was written with these weights; the last good one, "
+              f"if any, is {ckpt_path}. Try a lower --lr (now {cfg.lr}), a longer --warmup-iters (now "
+              f"{cfg.warmup_iters}) or --grad-clip (now {cfg.grad_clip}).", file=sys.stderr)
         return 1
-    checkpoint(done)
-    if status == "interrupted":
-        print(f"\ninterrupted at iteration {done}: checkpoint saved to {ckpt_path}; "
-              f"continue with the same command and --resume")
-        return 130
+    if failure:
+        print(f"\nstopped: {failure}", file=sys.stderr)
+        return 1
+    if stop.requested:
+        how = "interrupted (Ctrl-C)" if stop.requested == "SIGINT" else f"stopped by {stop.requested}"
+        saved = f"checkpoint saved to {ckpt_path}" if done > start else "nothing new to save"
+        print(f"\n{how} at iteration {done}: {saved}; continue with the same command and --resume")
+        return 130 if stop.requested == "SIGINT" else 128 + signal.Signals[stop.requested].value
 
     # ---- final evaluation on the whole validation split, and the run's outputs -----------
     t = time.perf_counter()
-    step.to_host(optimizer)
-    result, detections = validate(model, val_set)
+    result, detections = outputs.validate(model, val_set)
     profile["eval"] += time.perf_counter() - t
-    history["eval_iteration"].append(done)
-    history["mAP"].append(result["mAP"])
-    checkpoint(done)
+    if not history["eval_iteration"] or history["eval_iteration"][-1] != done:
+        history["eval_iteration"].append(done)
+        history["mAP"].append(result["mAP"])
+    checkpoint(done)  # again, with the final mAP in its history
     train_time = sum(v for k, v in profile.items() if k != "eval")
-    trained = done - start
     metrics = {
         "mAP": result["mAP"],
         "mAP_area": result.get("mAP_area"),
         "per_class_AP": dict(zip(val_set.classes, result["ap"])),
-        "per_class_AP_area": dict(zip(val_set.classes, result.get("ap_area", []))) or None,
+        "per_class_AP_area": dict(zip(val_set.classes, result.get("ap_area", []))),
+        "num_objects": result["num_objects"],
         "iterations": done,
-        "images_per_second": trained * cfg.batch_size / max(train_time, 1e-9),
+        "images_per_second": (done - start) * cfg.batch_size / max(train_time, 1e-9),
         "profile_seconds": profile,
         "wall_seconds": time.perf_counter() - t_start,
-        "config": asdict(cfg),
+        "config": config.describe(cfg),
+        "model_config": model.config.to_dict(),
         "history": history,
     }
-    with open(os.path.join(cfg.out, "metrics.json"), "w") as f:
-        json.dump(metrics, f, indent=1)
-    save_pictures(cfg.out, history, model, val_set, detections)
-
-    print(f"\nval mAP (VOC07 11-point, IoU 0.5, {len(val_set)} images): {result['mAP']:.4f}")
-    print(format_ap_table(val_set.classes, result["ap"], result["ap_area"], result["num_objects"]))
-    print("where the time went: " + ", ".join(f"{k} {v:.0f} s" for k, v in profile.items())
-          + f"; {metrics['images_per_second']:.1f} images/s; wall {metrics['wall_seconds']:.0f} s")
-    print(f"wrote {cfg.out}/: checkpoint.npz, metrics.json, curves.png, detections.png")
+    outputs.write_outputs(cfg.out, metrics, model, val_set, detections)
     return 0
 
 
+def _save_last_good(model, optimizer, checkpoint, done, start, ckpt_path, to_host=None):
+    """Checkpoint the state after ``done`` iterations if it is sane; says what happened, in words."""
+    if done == start:
+        return f"no iteration finished since the last checkpoint ({ckpt_path}, if any, is kept)"
+    try:
+        if to_host is not None:
+            to_host()
+        problem = state_problem(model, optimizer)
+        if problem:
+            return f"not saved: {problem}; the last good checkpoint ({ckpt_path}, if any) is kept"
+        checkpoint(done)
+    except Exception as err:  # noqa: BLE001 - the error that stopped the run matters more
+        return f"could not save a checkpoint ({type(err).__name__}: {err})"
+    return f"checkpoint of iteration {done} saved to {ckpt_path}; continue with --resume"
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run(main))

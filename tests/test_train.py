@@ -1,18 +1,21 @@
 """python -m minissd.train on a handful of tiny-voc images with a mini SSD (32x32 input): the
-loss falls, the run writes its outputs, Ctrl-C saves and --resume continues exactly where the
-run stopped, a non-finite loss stops the run keeping the last good checkpoint."""
+loss falls, the run writes its outputs, Ctrl-C and SIGTERM save and --resume continues exactly
+where the run stopped; and what goes wrong never costs the last good checkpoint: a non-finite
+loss, weights that blow up, a step worker that dies, any other error in the loop."""
 
 import json
-import multiprocessing
 import os
 import signal
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
-from minissd import train, workers  # workers.share_step computes the loss
+from minissd import step, train
 from minissd.checkpoint import read_checkpoint
 from minissd.data import make_tiny_voc
+from minissd.errors import ConfigError
 from minissd.model import SSD, SSDConfig
 from minissd.priors import PriorConfig
 
@@ -25,6 +28,10 @@ MINI = SSDConfig(
     batch_norm=True)
 
 
+def mini_ssd(name, num_classes, seed=0, **options):
+    return SSD(MINI, num_classes, seed=seed)
+
+
 @pytest.fixture(scope="module")
 def voc(tmp_path_factory):
     """8 train / 4 val tiny-voc images in VOC layout."""
@@ -33,17 +40,33 @@ def voc(tmp_path_factory):
 
 @pytest.fixture(autouse=True)
 def mini_model(monkeypatch):
-    monkeypatch.setattr(train, "build_model", lambda name, num_classes, seed=0: SSD(MINI, num_classes, seed=seed))
+    monkeypatch.setattr(train, "build_model", mini_ssd)
 
 
 def args(voc, out, *more):
     return ["--voc-root", voc, "--model", "tiny", "--out", str(out), "--batch-size", "4",
-            "--workers", "0", "--warmup-iters", "2", "--lr", "0.05", "--eval-every", "0",
-            "--log-every", "1", *more]
+            "--bn-group", "4", "--loader-threads", "0", "--warmup-iters", "2", "--lr", "0.05",
+            "--eval-every", "0", "--log-every", "1", *more]
 
 
 def weights(path):
     return read_checkpoint(path)[0]
+
+
+def iteration_saved(out):
+    return read_checkpoint(os.path.join(out, "checkpoint.npz"))[2]["iteration"]
+
+
+def on_call(n, action, real=step.forward_backward):
+    """A stand-in for step.forward_backward that does ``action()`` on its n-th call (1-based)."""
+    calls = []
+
+    def forward_backward(*a, **kw):
+        calls.append(1)
+        if len(calls) == n:
+            action()
+        return real(*a, **kw)
+    return forward_backward
 
 
 def test_loss_falls_and_the_run_writes_its_outputs(voc, tmp_path, capsys):
@@ -55,10 +78,13 @@ def test_loss_falls_and_the_run_writes_its_outputs(voc, tmp_path, capsys):
     assert 0.0 <= metrics["mAP"] <= 1.0
     assert set(metrics["per_class_AP"]) == {"circle", "square", "triangle", "star", "cross", "ring"}
     assert set(metrics["profile_seconds"]) >= {"data", "match", "forward", "loss", "backward", "optimizer"}
+    assert metrics["config"]["bn_group"] == 4 and metrics["config"]["recipe"] == "tiny-voc"
     for name in ("checkpoint.npz", "curves.png", "detections.png"):
         assert (tmp_path / name).stat().st_size > 0
-    assert read_checkpoint(tmp_path / "checkpoint.npz")[2]["iteration"] == 24
+    _, _, meta = read_checkpoint(tmp_path / "checkpoint.npz")
+    assert meta["iteration"] == 24 and meta["extra"]["model_config"]["name"] == "mini"
     out = capsys.readouterr().out
+    assert "recipe tiny-voc: model tiny, input 32x32" in out and "24 iterations of 4" in out
     assert "val mAP" in out and "where the time went" in out
 
 
@@ -66,7 +92,7 @@ class StopAfter:
     """Stands in for the Ctrl-C handler: 'pressed' once ``n`` iterations have finished."""
 
     def __init__(self, n):
-        self.n, self.checks = n, 0
+        self.n, self.checks, self.deferring = n, 0, False
 
     def __call__(self):
         return self
@@ -80,7 +106,7 @@ class StopAfter:
     @property
     def requested(self):
         self.checks += 1
-        return self.checks >= self.n
+        return "SIGINT" if self.checks >= self.n else ""
 
 
 def test_interrupt_then_resume_equals_an_uninterrupted_run(voc, tmp_path, monkeypatch):
@@ -89,11 +115,10 @@ def test_interrupt_then_resume_equals_an_uninterrupted_run(voc, tmp_path, monkey
     assert train.main(args(voc, tmp_path / "straight", "--iters", "6")) == 0
     monkeypatch.setattr(train, "StopRequest", StopAfter(4))
     assert train.main(args(voc, tmp_path / "split", "--iters", "6")) == 130
-    _, _, meta = read_checkpoint(tmp_path / "split" / "checkpoint.npz")
-    assert meta["iteration"] == 4
+    assert iteration_saved(tmp_path / "split") == 4
     assert not (tmp_path / "split" / "metrics.json").exists()  # stopped before the final eval
     monkeypatch.undo()
-    monkeypatch.setattr(train, "build_model", lambda name, num_classes, seed=0: SSD(MINI, num_classes, seed=seed))
+    monkeypatch.setattr(train, "build_model", mini_ssd)
     assert train.main(args(voc, tmp_path / "split", "--iters", "6", "--resume")) == 0
     a, b = weights(tmp_path / "straight" / "checkpoint.npz"), weights(tmp_path / "split" / "checkpoint.npz")
     for name in a:
@@ -102,30 +127,42 @@ def test_interrupt_then_resume_equals_an_uninterrupted_run(voc, tmp_path, monkey
     assert history["iteration"] == [1, 2, 3, 4, 5, 6]
 
 
-def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(voc, tmp_path, monkeypatch):
-    real_loss, calls = workers.multibox_loss, []
+@pytest.mark.parametrize("signum, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_ctrl_c_and_sigterm_save_a_checkpoint_and_exit_cleanly(voc, tmp_path, monkeypatch, capsys,
+                                                                signum, status):
+    # the signal arrives during iteration 2: the iteration finishes, is saved, the run stops
+    # (before: SIGTERM killed the run with -15 and no checkpoint)
+    monkeypatch.setattr(step, "forward_backward", on_call(2, lambda: os.kill(os.getpid(), signum)))
+    assert train.main(args(voc, tmp_path, "--iters", "50")) == status
+    assert iteration_saved(tmp_path) == 2
+    assert "--resume" in capsys.readouterr().out
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
 
-    def loss_then_ctrl_c(*a):
-        calls.append(1)
-        if len(calls) == 2:
-            os.kill(os.getpid(), signal.SIGINT)  # the user presses Ctrl-C during iteration 2
-        return real_loss(*a)
 
-    monkeypatch.setattr(workers, "multibox_loss", loss_then_ctrl_c)
-    assert train.main(args(voc, tmp_path, "--iters", "50")) == 130
-    assert read_checkpoint(tmp_path / "checkpoint.npz")[2]["iteration"] == 2  # iteration 2 finished
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+def test_ctrl_c_before_the_first_iteration_says_so_in_one_line(voc, tmp_path, monkeypatch, capsys):
+    real = train.make_model
+
+    def building_then_ctrl_c(*a):
+        os.kill(os.getpid(), signal.SIGINT)  # while the model is being built
+        return real(*a)
+
+    monkeypatch.setattr(train, "make_model", building_then_ctrl_c)
+    assert train.main(args(voc, tmp_path / "run", "--iters", "5")) == 130
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "interrupted before the first iteration" in err
+    assert not (tmp_path / "run").exists()  # no empty output folder left behind
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(voc, tmp_path, monkeypatch, capsys):
-    real_loss, calls = workers.multibox_loss, []
+    real_loss, calls = step.multibox_loss, []
 
     def loss_goes_nan(*a):
         calls.append(1)
         loss_l, loss_c, dloc, dconf = real_loss(*a)
         return (float("nan") if len(calls) == 5 else loss_l), loss_c, dloc, dconf
 
-    monkeypatch.setattr(workers, "multibox_loss", loss_goes_nan)
+    monkeypatch.setattr(step, "multibox_loss", loss_goes_nan)
     rc = train.main(args(voc, tmp_path, "--iters", "10", "--eval-every", "2", "--eval-images", "2"))
     assert rc == 1
     assert "non-finite" in capsys.readouterr().err
@@ -135,68 +172,113 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(voc, tmp_path,
     assert not (tmp_path / "metrics.json").exists()
 
 
-def test_flags_come_from_the_config():
-    cfg = train.parse_args(["--batch-size", "8", "--lr", "0.1", "--iters", "7", "--seed", "3"])
-    assert (cfg.batch_size, cfg.lr, cfg.iters, cfg.seed, cfg.tiny_voc) == (8, 0.1, 7, 3, True)
-    voc = train.parse_args(["--voc-root", "/x"])
-    assert (voc.model, voc.lr, voc.schedule, voc.augment, voc.batch_size) == (
-        "ssd300", 1e-3, "step", "ssd", 32)  # the paper's recipe
-    assert train.parse_args(["--voc-root", "/x", "--model", "tiny"]).model == "tiny"
-    with pytest.raises(SystemExit):
-        train.parse_args(["--tiny-voc", "--voc-root", "/x"])
-    with pytest.raises(SystemExit):
-        train.parse_args(["--device", "tpu"])
+@pytest.mark.filterwarnings("ignore:overflow encountered")
+@pytest.mark.parametrize("spoil, at_step, iters", [(1e30, 4, 6), (np.nan, 3, 3)])
+def test_blown_up_weights_never_reach_a_checkpoint(voc, tmp_path, monkeypatch, capsys, spoil, at_step, iters):
+    # issue 19.3: an SGD step leaves weights of 1e30 (step 4, just before the periodic evaluation
+    # and checkpoint at 4) or NaN (step 3, before the final checkpoint) from a finite loss.
+    # Before: the 1e30 weights were saved over the good checkpoint of iteration 2 (and the
+    # evaluation crashed on them), the NaN ones at the end.
+    class SpoiledSGD(train.SGD):
+        steps = 0
+
+        def step(self):
+            super().step()
+            SpoiledSGD.steps += 1
+            if SpoiledSGD.steps == at_step:
+                self.params[0].data[...] = spoil
+
+    monkeypatch.setattr(train, "SGD", SpoiledSGD)
+    rc = train.main(args(voc, tmp_path, "--iters", str(iters), "--eval-every", "2", "--eval-images", "2"))
+    assert rc == 1
+    assert "No checkpoint was written with these weights" in capsys.readouterr().err
+    state, _, meta = read_checkpoint(tmp_path / "checkpoint.npz")
+    assert meta["iteration"] == 2  # the last good one
+    assert all(np.isfinite(v).all() and np.abs(v).max() < train.WEIGHT_LIMIT for v in state.values())
+
+
+def test_a_dead_worker_stops_the_run_after_saving_the_last_good_state(voc, tmp_path, monkeypatch, capsys):
+    # issue 19.4: before, "training worker 0 died" stopped the run and nothing was saved
+    def dies():
+        raise train.WorkerError("training worker 0 died (exit code -9)")
+
+    monkeypatch.setattr(step, "forward_backward", on_call(3, dies))
+    assert train.main(args(voc, tmp_path, "--iters", "10")) == 1
+    last = capsys.readouterr().err.strip().splitlines()[-1]  # (the progress bar is above it)
+    assert last.startswith("stopped: training worker 0 died") and "checkpoint of iteration 2 saved" in last
+    assert iteration_saved(tmp_path) == 2
+
+
+def test_any_error_in_the_loop_saves_first_and_keeps_its_traceback(voc, tmp_path, monkeypatch, capsys):
+    def bug():
+        raise RuntimeError("a bug in the step")
+
+    monkeypatch.setattr(step, "forward_backward", on_call(3, bug))
+    with pytest.raises(RuntimeError, match="a bug in the step"):
+        train.main(args(voc, tmp_path, "--iters", "10"))
+    assert iteration_saved(tmp_path) == 2
+    assert "checkpoint of iteration 2 saved" in capsys.readouterr().err
+
+
+def test_resume_on_a_finished_run_trains_nothing_and_records_no_extra_iteration(voc, tmp_path):
+    assert train.main(args(voc, tmp_path, "--iters", "4")) == 0
+    before = weights(tmp_path / "checkpoint.npz")
+    assert train.main(args(voc, tmp_path, "--iters", "4", "--resume")) == 0
+    assert iteration_saved(tmp_path) == 4  # before: 5, an iteration that never ran
+    for name, value in weights(tmp_path / "checkpoint.npz").items():
+        np.testing.assert_array_equal(value, before[name])
+    history = json.loads((tmp_path / "metrics.json").read_text())["history"]
+    assert history["iteration"] == [1, 2, 3, 4] and history["eval_iteration"] == [4]
+
+
+def test_a_batch_larger_than_the_training_set_is_refused_by_name(voc, tmp_path):
+    with pytest.raises(ConfigError, match="--batch-size 16: the training set has only 8"):
+        train.main(args(voc, tmp_path, "--iters", "2", "--batch-size", "16"))
+
+
+def test_stale_temporary_checkpoints_are_removed_at_start(voc, tmp_path):
+    (tmp_path / "checkpoint.npz").write_bytes(b"")  # not a temporary: kept as it is
+    stale = tmp_path / ".tmp-abcd1234.npz"  # an older version's temporary name
+    stale.write_bytes(b"half a checkpoint")
+    assert train.main(args(voc, tmp_path, "--iters", "1")) == 0
+    assert not stale.exists()
+
+
+def test_the_command_line_prints_bad_flags_as_one_line_with_status_2(tmp_path):
+    run = subprocess.run([sys.executable, "-m", "minissd.train", "--lr", "nan", "--out", str(tmp_path / "r")],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2
+    assert run.stderr.strip() == "error: --lr nan: must be a finite number"
+    assert not (tmp_path / "r").exists()
 
 
 def test_learning_rate_warms_up_then_anneals():
-    cfg = train.TrainConfig(lr=0.1, warmup_iters=10)
+    cfg = train.config.TrainConfig(lr=0.1, warmup_iters=10)
     lr = train.learning_rate_schedule(cfg, iters=100)
     assert lr(0) == pytest.approx(0.1 / 3)  # warm-up starts at a third
     assert lr(10) == pytest.approx(0.1 * (1 + np.cos(np.pi * 0.1)) / 2 * 0.99 + 0.001)
     assert lr(99) < 0.01
-    step = train.learning_rate_schedule(train.TrainConfig(lr=1e-3, schedule="step", milestones="50,80",
-                                                          warmup_iters=0), iters=100)
-    assert [step(0), step(50), step(80)] == pytest.approx([1e-3, 1e-4, 1e-5])
+    step_lr = train.learning_rate_schedule(train.config.TrainConfig(lr=1e-3, schedule="step", milestones="50,80",
+                                                                    warmup_iters=0), iters=100)
+    assert [step_lr(0), step_lr(50), step_lr(80)] == pytest.approx([1e-3, 1e-4, 1e-5])
 
 
-def test_cuda_device_without_a_gpu_fails_clearly(tmp_path, capsys):
+def test_cuda_device_without_a_gpu_fails_clearly(tmp_path):
     # without a GPU: require() names what is missing; on the simulator (the tests' default)
-    # training would take hours. Either way the run stops at once with status 2, before
-    # touching any data, instead of quietly training on the CPU or crawling.
-    assert train.main(["--device", "cuda", "--out", str(tmp_path / "run")]) == 2
-    assert "--device cuda:" in capsys.readouterr().err
+    # training would take hours. Either way the run stops at once, before touching any data,
+    # instead of quietly training on the CPU or crawling.
+    with pytest.raises(ConfigError, match="--device cuda:"):
+        train.main(["--device", "cuda", "--out", str(tmp_path / "run")])
     assert not (tmp_path / "run").exists()
 
 
-def test_train_step_shares_the_batch_only_when_each_share_keeps_eight_images(monkeypatch):
-    monkeypatch.setattr(train, "num_threads", lambda: 4)
-    started = []  # worker counts asked for (no process is started here)
-    monkeypatch.setattr(train, "StepWorkers", lambda model, n, max_batch, loss_args: started.append(n) or n)
-    model = SSD(MINI, 6)
-    optimizer = train.SGD(list(model.parameters()), 0.01)
-    workers = {B: train.TrainStep(model, optimizer, train.TrainConfig(batch_size=B)).workers for B in (4, 16, 24, 64)}
-    assert workers == {4: None, 16: 2, 24: 3, 64: 4}  # None: everything in this process
-    assert started == [2, 3, 4]
-
-
-def test_a_run_with_two_worker_processes_keeps_their_batchnorm_statistics(voc, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(train, "num_threads", lambda: 2)
-    monkeypatch.setattr(train.TrainStep, "MIN_SHARE", 4)  # 8 images: two shares of 4
-    assert train.main(args(voc, tmp_path, "--iters", "3", "--batch-size", "8")) == 0
-    assert "2 worker processes" in capsys.readouterr().out
-    assert multiprocessing.active_children() == []  # the workers ended with the run
-    # this process never ran a training forward: its running statistics are the workers'
-    saved = weights(tmp_path / "checkpoint.npz")
-    means = [v for k, v in saved.items() if k.endswith("running_mean")]
-    assert means and all(np.abs(m).max() > 0 for m in means)
-
-
 def test_light_augmentation_curriculum_covers_the_first_epochs_then_the_papers():
-    sched = train.augmentation_schedule(train.TrainConfig(light_first=0.4), MINI, epochs=10)
+    TrainConfig = train.config.TrainConfig
+    sched = train.augmentation_schedule(TrainConfig(light_first=0.4), MINI, epochs=10)
     names = [repr(sched(e)) for e in range(10)]
     assert all("expand" not in n for n in names[:4])  # epochs 0-3: colour + flip
     assert all("expand" in n and "crop" in n for n in names[4:])  # then zoom out and IoU crop too
-    off = train.augmentation_schedule(train.TrainConfig(light_first=0.0), MINI, epochs=10)
+    off = train.augmentation_schedule(TrainConfig(light_first=0.0), MINI, epochs=10)
     assert all("expand" in repr(off(e)) for e in range(10))
-    light = train.augmentation_schedule(train.TrainConfig(augment="light", light_first=0.4), MINI, epochs=10)
+    light = train.augmentation_schedule(TrainConfig(augment="light", light_first=0.4), MINI, epochs=10)
     assert all("expand" not in repr(light(e)) for e in range(10))

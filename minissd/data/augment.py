@@ -13,7 +13,9 @@ Every step has the same signature, so that steps compose::
 The training pipeline is the paper's (parameters from the authors' Caffe code and
 ssd.pytorch): photometric distortion, zoom out ("expand", up to 4x, the paper's fix for small
 objects), a random IoU crop (zoom in), horizontal flip, resize, normalise. Evaluation only
-resizes and normalises. docs/data-and-augmentation.md explains each step and the decisions.
+resizes and normalises. ``AUGMENTATIONS`` names the training pipelines ("ssd", "light",
+"none") for ``python -m minissd.train --augment``. docs/data-and-augmentation.md explains each
+step and the decisions.
 """
 
 from __future__ import annotations
@@ -269,6 +271,33 @@ def train_transform(size=300, mean=MEAN, std=STD, max_expand=4.0):
     ])
 
 
+def light_transform(size=300, mean=MEAN, std=STD):
+    """Colour distortion and flip only: the same objects at the same sizes, recoloured."""
+    return Compose([photometric_distort, partial(resize, size=size), random_flip,
+                    partial(normalize, mean=mean, std=std)])
+
+
 def eval_transform(size=300, mean=MEAN, std=STD):
     """Evaluation: no randomness, only resize and normalise."""
     return Compose([partial(resize, size=size), partial(normalize, mean=mean, std=std)])
+
+
+# The training augmentations by name (``python -m minissd.train --augment NAME``): each builder
+# takes (size, mean, std, max_expand) and returns one transform f(image, boxes, labels, rng).
+AUGMENTATIONS = {
+    "ssd": lambda size, mean, std, max_expand: train_transform(size, mean, std, max_expand=max_expand),
+    "light": lambda size, mean, std, max_expand: light_transform(size, mean, std),
+    "none": lambda size, mean, std, max_expand: eval_transform(size, mean, std),
+}
+
+
+def augmentation(name, size, mean=MEAN, std=STD, max_expand=4.0):
+    """The training transform called ``name`` in ``AUGMENTATIONS``, for ``size`` x ``size`` inputs.
+
+    - name: "ssd" (the paper's pipeline, zoom-out up to ``max_expand``), "light" (colour
+      distortion + flip), "none" (resize + normalise only)
+    - raises ValueError naming the choices for another name
+    """
+    if name not in AUGMENTATIONS:
+        raise ValueError(f"augmentation: unknown name {name!r}, choose one of {sorted(AUGMENTATIONS)}")
+    return AUGMENTATIONS[name](size, mean, std, max_expand)
