@@ -401,17 +401,11 @@ def read_detections(path, ids, classes):
 # ---- 6. command line ---------------------------------------------------------------------------------------
 
 def _open_dataset(args, classes):
-    if args.data:
-        try:
-            from .data import open_dataset
-        except ImportError as err:
-            raise ConfigError("--data: this minissd has no dataset opener; use --tiny-voc or --voc-root") from err
-        dataset = open_dataset(args.data, args.split, data_dir=args.data_dir)
-        return dataset, args.data
-    from .data import VOCDataset, make_tiny_voc, tiny_voc_path
+    """The dataset the flags name (one opener for every format: minissd.data.open_dataset)."""
+    from .data import dataset_spec, open_dataset
 
-    root = args.voc_root or make_tiny_voc(tiny_voc_path(args.data_dir))
-    return VOCDataset(root, args.split, classes=classes), str(root)
+    spec = dataset_spec(data=args.data or "", tiny_voc=args.tiny_voc, voc_root=args.voc_root or "")
+    return open_dataset(spec, args.split, data_dir=args.data_dir, classes=classes), spec
 
 
 def main(argv=None):
