@@ -137,9 +137,10 @@ def list_splits(spec, data_dir=None):
         return sorted(n for n in names if not any(n.endswith("_" + m) and n != m for m in names))
     if kind == "yolo":
         root = Path(path)
-        if (root / "images").is_dir():
-            return sorted(p.name for p in (root / "images").iterdir() if p.is_dir())
-        return sorted(p.stem for p in root.glob("*.txt") if p.name not in NAMES_FILES)
+        folders = sorted(p.name for p in (root / "images").iterdir() if p.is_dir()) \
+            if (root / "images").is_dir() else []
+        lists = sorted(p.stem for p in root.glob("*.txt") if p.name not in NAMES_FILES)
+        return folders or lists
     if "{split}" not in path:
         return [None]
     head, tail = path.split("{split}", 1)
