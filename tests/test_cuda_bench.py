@@ -3,15 +3,9 @@
 import numpy as np
 import pytest
 
-try:  # skip only if numba-cuda really cannot be imported (CI must run these)
-    import minissd.cuda as mc
-    mc.require()
-except RuntimeError as e:  # pragma: no cover - the reason is shown by pytest -ra
-    pytest.skip(f"minissd.cuda unavailable: {e}", allow_module_level=True)
+import minissd.cuda as mc
 
 from minissd.bench import cuda as bench  # noqa: E402
-
-pytestmark = [pytest.mark.cuda, pytest.mark.usefixtures("small_cuda_launches")]  # conftest.py
 
 
 def test_cuda_bench_refuses_to_time_the_simulator(capsys):

@@ -5,13 +5,8 @@ import pytest
 
 from minissd import boxes
 
-try:  # skip only if numba-cuda really cannot be imported (CI must run these)
-    from minissd.cuda import boxes as cuda_boxes
-    from minissd.cuda import require
-except RuntimeError as e:  # pragma: no cover - the reason is shown by pytest -ra
-    pytest.skip(f"minissd.cuda unavailable: {e}", allow_module_level=True)
-
-pytestmark = [pytest.mark.cuda, pytest.mark.usefixtures("small_cuda_launches")]  # conftest.py
+from minissd.cuda import boxes as cuda_boxes
+from minissd.cuda import require
 
 
 def random_corner_boxes(rng, n, dtype=np.float32):

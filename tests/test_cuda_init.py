@@ -9,9 +9,8 @@ import pytest
 
 import minissd.cuda as mc
 
-# Not conftest's small_cuda_launches: no kernel runs here, and test_cuda_launch_1d_sizes_blocks_to_the_work
-# checks the real default launch sizes (blocks of THREADS_1D = 128).
-pytestmark = pytest.mark.cuda
+# No kernel runs here, so conftest.py leaves this file's launch sizes alone:
+# test_cuda_launch_1d_sizes_blocks_to_the_work checks the real defaults (blocks of THREADS_1D = 128).
 
 
 def run_python(code, **env):

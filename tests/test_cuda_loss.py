@@ -6,13 +6,8 @@ import pytest
 import naive
 from minissd import loss
 
-try:  # skip only if numba-cuda really cannot be imported (CI must run these)
-    from minissd.cuda import loss as cuda_loss
-    from minissd.cuda import require
-except RuntimeError as e:  # pragma: no cover - the reason is shown by pytest -ra
-    pytest.skip(f"minissd.cuda unavailable: {e}", allow_module_level=True)
-
-pytestmark = [pytest.mark.cuda, pytest.mark.usefixtures("small_cuda_launches")]  # conftest.py
+from minissd.cuda import loss as cuda_loss
+from minissd.cuda import require
 
 
 def test_cuda_mining_worked_example():

@@ -7,13 +7,8 @@ import naive
 from minissd import boxes as cpu_boxes
 from minissd import matching
 
-try:  # skip only if numba-cuda really cannot be imported (CI must run these)
-    from minissd.cuda import matching as cuda_matching
-    from minissd.cuda import require
-except RuntimeError as e:  # pragma: no cover - the reason is shown by pytest -ra
-    pytest.skip(f"minissd.cuda unavailable: {e}", allow_module_level=True)
-
-pytestmark = [pytest.mark.cuda, pytest.mark.usefixtures("small_cuda_launches")]  # conftest.py
+from minissd.cuda import matching as cuda_matching
+from minissd.cuda import require
 
 
 def random_priors(rng, n):

@@ -6,13 +6,8 @@ import pytest
 import naive
 from minissd import nms as cpu_nms
 
-try:  # skip only if numba-cuda really cannot be imported (CI must run these)
-    import minissd.cuda as mc
-    from minissd.cuda import nms as cuda_nms
-except RuntimeError as e:  # pragma: no cover - the reason is shown by pytest -ra
-    pytest.skip(f"minissd.cuda unavailable: {e}", allow_module_level=True)
-
-pytestmark = [pytest.mark.cuda, pytest.mark.usefixtures("small_cuda_launches")]  # conftest.py
+import minissd.cuda as mc
+from minissd.cuda import nms as cuda_nms
 
 
 def clustered_boxes(rng, n):

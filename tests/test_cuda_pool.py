@@ -5,12 +5,7 @@ import pytest
 
 from minissd import nn
 
-try:  # skip only if numba-cuda really cannot be imported (CI must run these)
-    from minissd.cuda.pool import MaxPool2dGPU
-except RuntimeError as e:  # pragma: no cover - the reason is shown by pytest -ra
-    pytest.skip(f"minissd.cuda unavailable: {e}", allow_module_level=True)
-
-pytestmark = [pytest.mark.cuda, pytest.mark.usefixtures("small_cuda_launches")]  # conftest.py
+from minissd.cuda.pool import MaxPool2dGPU
 
 
 @pytest.mark.parametrize("k, s, p, ceil", [

@@ -1,4 +1,5 @@
-"""minissd.cuda.step.CudaTrainStep against train.py's CPU step, on a very small SSD.
+"""minissd.cuda's training calls (to_device, forward_backward, clip_grad_norm, SGD, to_host)
+against the CPU's (minissd.step, nn.SGD), on a very small SSD.
 
 The model: 32 px input, two source maps (4x4 and 2x2), BatchNorm after every body conv, L2Norm
 on the first map, a max pool, 2 classes: every GPU layer twin runs, and 2 boxes per location
@@ -7,25 +8,19 @@ on the first map, a max pool, 2 classes: every GPU layer twin runs, and 2 boxes 
 import numpy as np
 import pytest
 
+from minissd import cuda, nn, step
+from minissd.errors import ConfigError
 from minissd.model import SSD, SSDConfig
-from minissd.nn import SGD
 from minissd.priors import PriorConfig
-from minissd.train import TrainConfig, TrainStep, global_grad_norm
-
-try:  # skip only if numba-cuda really cannot be imported (CI must run these)
-    from minissd.cuda.step import CudaTrainStep
-except RuntimeError as e:  # pragma: no cover - the reason is shown by pytest -ra
-    pytest.skip(f"minissd.cuda unavailable: {e}", allow_module_level=True)
-
-pytestmark = [pytest.mark.cuda, pytest.mark.usefixtures("small_cuda_launches")]  # conftest.py
 
 TINY = SSDConfig(
     name="test", batch_norm=True, l2norm_first=True,
     tables=((("conv", 4, 3, 4, 1, 1), "M"),  # 32 -> 8 -> 4: source 1, 4x4x4
             (("conv", 8, 3, 2, 1, 1),)),     # 4 -> 2: source 2, 2x2x8
     priors=PriorConfig.from_scales(32, (4, 2), s_min=0.2, s_max=0.8, aspect_ratios=((), ())))
-HYPER = dict(lr=0.05, momentum=0.9, weight_decay=5e-4, grad_clip=1.0, iou_threshold=0.5, neg_pos_ratio=3,
-             alpha=1.0)
+LOSS = step.LossConfig(iou_threshold=0.5, neg_pos_ratio=3, alpha=1.0)
+SGD_ARGS = dict(momentum=0.9, weight_decay=5e-4)
+MAX_NORM = 1.0  # small enough that the clip acts on both steps
 
 
 def batch(rng, B=2):
@@ -37,25 +32,33 @@ def batch(rng, B=2):
 
 
 @pytest.mark.slow
-def test_cuda_train_step_matches_the_cpu_step(rng):
+@pytest.mark.parametrize("group", [None, 1])  # BatchNorm over the batch of 2; each image on its own
+def test_cuda_step_calls_match_the_cpu_step(rng, group):
     cpu_model, gpu_model = SSD(TINY, 2, seed=0), SSD(TINY, 2, seed=0)  # the same initial weights
-    optimizer = SGD(list(cpu_model.parameters()), HYPER["lr"], momentum=HYPER["momentum"],
-                    weight_decay=HYPER["weight_decay"])
-    # train.py's own step, on the whole batch (as the GPU: no per-worker shares for BatchNorm)
-    cpu_step = TrainStep(cpu_model, optimizer, TrainConfig(**HYPER), workers=1)
-    step = CudaTrainStep(gpu_model, **HYPER)
+    nn.set_batchnorm_group(cpu_model, group)
+    nn.set_batchnorm_group(gpu_model, group)  # to_device copies the group with the layers
+    optimizer = nn.SGD(list(cpu_model.parameters()), 0.05, **SGD_ARGS)
+    gpu = cuda.to_device(gpu_model)
+    opt = cuda.SGD(gpu.parameters(), 0.05, **SGD_ARGS)
+    assert [n for n, _ in gpu.named_parameters()] == [n for n, _ in cpu_model.named_parameters()]
     for lr in (0.05, 0.02):  # two steps: the second uses the momentum buffer
         images, boxes, labels = batch(rng)
-        loss_l, loss_c, _ = cpu_step(images, boxes, labels, lr)
-        g_loss_l, g_loss_c, times = step(images, boxes, labels, lr)
-        # the clip is exercised: the clipped gradient's norm is the limit
-        assert global_grad_norm(list(cpu_model.parameters())) == pytest.approx(HYPER["grad_clip"], rel=1e-4)
+        loss_l, loss_c = step.forward_backward(cpu_model, images, boxes, labels, LOSS)
+        norm = step.clip_grad_norm(cpu_model.parameters(), MAX_NORM)
+        optimizer.lr = lr
+        optimizer.step()
+        times, stats = {}, {}
+        g_loss_l, g_loss_c = cuda.forward_backward(gpu, images, boxes, labels, LOSS, times=times, stats=stats)
+        g_norm = cuda.clip_grad_norm(gpu.parameters(), MAX_NORM)
+        opt.lr = lr
+        opt.step()
         assert g_loss_l == pytest.approx(loss_l, rel=1e-5) and g_loss_c == pytest.approx(loss_c, rel=1e-5)
-        assert set(times) == {"match", "forward", "loss", "backward", "optimizer"}
+        assert g_norm == pytest.approx(norm, rel=1e-4) and norm > MAX_NORM  # the clip acted
+        assert set(times) == {"match", "forward", "loss", "backward"} and stats["positives"] >= 3
     # losses went well
 
-    buffers = step.to_host()
-    for (name, p), q, buf, cpu_buf in zip(cpu_model.named_parameters(), gpu_model.parameters(), buffers,
+    cuda.to_host(gpu, gpu_model, opt, None)
+    for (name, p), q, buf, cpu_buf in zip(cpu_model.named_parameters(), gpu_model.parameters(), opt.buffers,
                                           optimizer.buffers):
         np.testing.assert_allclose(q.grad, p.grad, rtol=1e-4, atol=1e-6, err_msg=name)  # clipped gradients
         np.testing.assert_allclose(q.data, p.data, rtol=1e-5, atol=1e-6, err_msg=name)  # updated weights
@@ -66,16 +69,34 @@ def test_cuda_train_step_matches_the_cpu_step(rng):
                for n, p in gpu_model.named_parameters())  # the weights did move
     # weights, momentum and running statistics went well
 
-    gpu_optimizer = SGD(list(gpu_model.parameters()), 1.0, momentum=0.9)  # what a checkpoint saves
-    step.to_host(gpu_optimizer)
-    assert gpu_optimizer.lr == 0.02 and all(np.array_equal(a, b) for a, b in zip(gpu_optimizer.buffers, buffers))
-    resumed = CudaTrainStep(gpu_model, **HYPER, momentum_buffers=gpu_optimizer.buffers)  # resuming
-    assert all(np.array_equal(a, b) for a, b in zip(resumed.to_host(), buffers))
+    saved = nn.SGD(list(gpu_model.parameters()), 1.0, momentum=0.9)  # what a checkpoint saves
+    cuda.to_host(gpu, gpu_model, opt, saved)
+    assert saved.lr == 0.02 and all(np.array_equal(a, b) for a, b in zip(saved.buffers, opt.buffers))
+    resumed = cuda.SGD(cuda.to_device(gpu_model).parameters(), 0.02, **SGD_ARGS, momentum_buffers=saved.buffers)
+    assert all(np.array_equal(a, b) for a, b in zip(resumed.buffers, opt.buffers))
 
 
-def test_cuda_train_step_refuses_a_layer_without_twin():
-    from minissd import nn
+def test_cuda_forward_backward_stops_at_a_non_finite_output(rng):
+    model = SSD(TINY, 2, seed=0)
+    model.heads.convs[1].bias.data[0] = np.nan  # the 2x2 map's first offset of every location
+    gpu = cuda.to_device(model)
+    images, boxes, labels = batch(rng)
+    loss_l, loss_c = cuda.forward_backward(gpu, images, boxes, labels, LOSS)
+    assert np.isnan(loss_l) and np.isnan(loss_c)
+    assert not gpu.flat.grad.copy_to_host().any()  # no gradient written, as on the CPU
+    assert np.isnan(step.forward_backward(model, images, boxes, labels, LOSS)[0])
+
+
+def test_cuda_to_device_refuses_a_layer_without_twin():
     model = SSD(TINY, 2, seed=0)
     model.stages[1].layers.append(nn.L2Norm(8))  # no GPU twin inside a stage
     with pytest.raises(ValueError, match="no GPU twin for layer L2Norm"):
-        CudaTrainStep(model, **HYPER)
+        cuda.to_device(model)
+
+
+def test_cuda_batchnorm_group_must_divide_the_batch(rng):
+    model = SSD(TINY, 2, seed=0)
+    nn.set_batchnorm_group(model, 2)
+    images, boxes, labels = batch(rng, B=1)
+    with pytest.raises(ConfigError, match="batch of 1 images cannot be cut into groups of 2"):
+        cuda.forward_backward(cuda.to_device(model), images, boxes, labels, LOSS)

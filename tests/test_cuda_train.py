@@ -1,8 +1,8 @@
 """``python -m minissd.train --device cuda``: train.py's loop with the GPU step, on the simulator.
 
 Two iterations of a mini SSD on a handful of tiny-voc images, once with ``--device cuda``
-(CudaTrainStep) and once on the CPU (TrainStep) from the same seed: the checkpoints must hold
-the same weights, which checks the wiring (learning rate schedule, weights copied back before
+(minissd.cuda's to_device, forward_backward, clip_grad_norm, SGD, to_host) and once on the CPU
+(minissd.step) from the same seed: the checkpoints must hold the same weights, which checks the wiring (learning rate schedule, weights copied back before
 the checkpoint, the optimizer's momentum buffers saved) as well as the step itself."""
 
 import numpy as np
@@ -15,19 +15,12 @@ from minissd.model import SSD
 from test_cuda_step import TINY
 from test_train import voc  # noqa: F401 (a module fixture: 8 train / 4 val images)
 
-try:  # skip only if numba-cuda really cannot be imported (CI must run these)
-    import minissd.cuda  # noqa: F401
-except RuntimeError as e:  # pragma: no cover
-    pytest.skip(f"minissd.cuda unavailable: {e}", allow_module_level=True)
-
-pytestmark = [pytest.mark.cuda, pytest.mark.usefixtures("small_cuda_launches")]  # conftest.py
-
 
 @pytest.mark.slow
 def test_cuda_device_trains_like_the_cpu(voc, tmp_path, monkeypatch):  # noqa: F811
     monkeypatch.setenv("MINISSD_ALLOW_CUDASIM", "1")
-    monkeypatch.setattr(train, "build_model", lambda name, num_classes, seed=0: SSD(TINY, num_classes, seed=seed))
-    common = ["--voc-root", voc, "--model", "tiny", "--batch-size", "1", "--workers", "0",
+    monkeypatch.setattr(train, "build_model", lambda name, num_classes, seed=0, **kw: SSD(TINY, num_classes, seed=seed))
+    common = ["--voc-root", voc, "--model", "tiny", "--batch-size", "2", "--bn-group", "2", "--loader-threads", "0",
               "--iters", "2", "--warmup-iters", "1", "--eval-every", "0", "--lr", "0.05"]
     assert train.main(common + ["--out", str(tmp_path / "cpu")]) == 0
     assert train.main(common + ["--out", str(tmp_path / "gpu"), "--device", "cuda"]) == 0

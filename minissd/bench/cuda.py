@@ -10,7 +10,7 @@ Rows (batch 32 by default, SSD300's 8732 default boxes, VOC's 20 classes):
 - conv C/HxW    3x3/pad 1 convs of the nn benchmark, forward + backward, nn.Conv2d vs Conv2dGPU
 - tiny convs    every conv of the tiny-voc model (ssd_tiny) at batch 32, forward + backward
 - tiny step     one whole training step of ssd_tiny at batch 32 (match, forward, loss with
-                mining, backward, clip, SGD): train.py's CPU step vs ``cuda.step.CudaTrainStep``,
+                mining, backward, clip, SGD): minissd.step's calls vs their twins in minissd.cuda,
                 the ratio the issue asks for (>= 20x), and where the GPU step's time goes
 
 GPU times include what the host wrappers do on the host (checks, sorting nothing, a few
@@ -174,40 +174,49 @@ STEP_HYPER = dict(lr=0.02, momentum=0.9, weight_decay=5e-4, grad_clip=10.0)  # t
 
 
 def training_step_rows(rng, batch, reps, config=None, num_classes=20):
-    """Rows: one whole training step, train.py's CPU step vs CudaTrainStep, and the GPU's stages.
+    """Rows: one whole training step, the CPU's calls vs the GPU's, and the GPU's stages.
 
     - config: the SSDConfig (default: the tiny-voc model's); the tests pass a smaller one.
+    The step is the training loop's: ``forward_backward``, ``clip_grad_norm``, SGD's
+    ``step()`` (``minissd.step`` + ``nn.SGD`` on the CPU, their twins in ``minissd.cuda``).
     Two copies of the same model (same seed), one stepped on each side; both keep training
     from step to step, as in train.py (the weights change, the work does not).
     """
-    from minissd.cuda.step import CudaTrainStep
+    from minissd import step
     from minissd.model import SSD, TINY_CONFIG
     from minissd.nn import SGD
-    from minissd.train import TrainConfig, TrainStep
 
     config = config or TINY_CONFIG
     cpu_model, gpu_model = SSD(config, num_classes, seed=0), SSD(config, num_classes, seed=0)
     S = config.input_size
     images = rng.standard_normal((batch, 3, S, S)).astype(np.float32)
     _, gt_boxes, gt_labels = _ssd300_inputs(rng, batch, objects=3, classes=num_classes)
-    optimizer = SGD(list(cpu_model.parameters()), STEP_HYPER["lr"], momentum=STEP_HYPER["momentum"],
-                    weight_decay=STEP_HYPER["weight_decay"])
-
-    train_step = TrainStep(cpu_model, optimizer, TrainConfig(**STEP_HYPER))  # train.py's own step
+    loss_cfg = step.LossConfig()
+    sgd_args = dict(momentum=STEP_HYPER["momentum"], weight_decay=STEP_HYPER["weight_decay"])
+    optimizer = SGD(list(cpu_model.parameters()), STEP_HYPER["lr"], **sgd_args)
 
     def cpu_step():
-        train_step(images, gt_boxes, gt_labels, STEP_HYPER["lr"])
+        step.forward_backward(cpu_model, images, gt_boxes, gt_labels, loss_cfg)
+        step.clip_grad_norm(cpu_model.parameters(), STEP_HYPER["grad_clip"])
+        optimizer.step()
 
-    gpu_step = CudaTrainStep(gpu_model, **STEP_HYPER)
+    gpu = mc.to_device(gpu_model)
+    opt = mc.SGD(gpu.parameters(), STEP_HYPER["lr"], **sgd_args)
     stages = {}
 
-    def gpu():  # the images cross to the GPU inside the step, as in training
-        _, _, times = gpu_step(images, gt_boxes, gt_labels)
+    def gpu_step():  # the images cross to the GPU inside the step, as in training
+        times = {}
+        mc.forward_backward(gpu, images, gt_boxes, gt_labels, loss_cfg, times=times)
+        t = time.perf_counter()
+        mc.clip_grad_norm(gpu.parameters(), STEP_HYPER["grad_clip"])
+        opt.step()
+        mc.require().synchronize()
+        times["optimizer"] = time.perf_counter() - t
         if not stages or sum(times.values()) < sum(stages.values()):
             stages.update(times)  # the stages of the fastest run
 
     rows = [(f"tiny: whole training step x{batch}", best_time(cpu_step, reps),
-             best_time(gpu, reps, mc.require().synchronize))]
+             best_time(gpu_step, reps, mc.require().synchronize))]
     rows += [(f"  GPU step: {name}", None, seconds) for name, seconds in stages.items()]
     return rows
 

@@ -11,7 +11,10 @@ Each module here has the same name as its CPU twin and the same public functions
   ``minissd.cuda.norm`` BatchNorm2dGPU, L2NormGPU;  ``minissd.cuda.optim`` clip_grad_norm,
   sgd_update (twins of ``minissd.nn``'s layers and optimizer)
 - ``minissd.cuda.heads``     MultiBoxHeadGPU                (twin of ``model.heads``)
-- ``minissd.cuda.step``      CudaTrainStep: a whole training step on the GPU (train.py's loop body)
+- ``minissd.cuda.module``    Parameter, FlatParameters      (twin of ``nn.module``'s Parameter)
+- ``minissd.cuda.step``      to_device, forward_backward, clip_grad_norm, SGD, to_host: the
+  training loop's calls (twins of ``minissd.step``'s and ``nn.SGD``), also reachable as
+  ``minissd.cuda.to_device`` etc.
 
 and three helpers: ``minissd.cuda.select`` (a block of threads selecting the k largest values:
 the GPU's ``np.partition``), ``minissd.cuda.reduce`` (block-wide float sums without atomics)
@@ -168,7 +171,7 @@ def is_device_array(x):
     return hasattr(x, "copy_to_host")
 
 
-def to_device(x, dtype):
+def on_device(x, dtype):
     """``x`` as a C-contiguous device array of ``dtype``; a device array is used as it is."""
     import numpy as np
 
@@ -179,6 +182,21 @@ def to_device(x, dtype):
     return require().to_device(np.ascontiguousarray(x, dtype=dtype))
 
 
-def to_host(x, like_host):
+def on_host(x, like_host):
     """Bring ``x`` back as a NumPy array when the caller passed NumPy arrays (``like_host``)."""
     return x.copy_to_host() if like_host else x
+
+
+# ---- the training step's calls, the GPU twins of minissd.step's -------------------------------
+# ``minissd.cuda.to_device(model)``, ``forward_backward``, ``clip_grad_norm``, ``SGD`` and
+# ``to_host`` live in minissd/cuda/step.py, which imports numba.cuda; they are looked up here
+# on first use, so that ``import minissd.cuda`` stays possible on any machine.
+_STEP_NAMES = ("to_device", "forward_backward", "clip_grad_norm", "SGD", "to_host")
+
+
+def __getattr__(name):
+    if name in _STEP_NAMES:
+        import importlib
+
+        return getattr(importlib.import_module("minissd.cuda.step"), name)
+    raise AttributeError(f"module 'minissd.cuda' has no attribute {name!r}")

@@ -7,7 +7,8 @@ thread per entry, grid-stride loops over the flattened arrays.
 
 import numpy as np
 
-from minissd.cuda import launch_1d, require, to_device
+from minissd import nn
+from minissd.cuda import launch_1d, on_device, require
 
 cuda = require()
 
@@ -30,18 +31,18 @@ def relu_backward_kernel(y, grad_out, grad_in):
         grad_in[e] = grad_out[e] if y[e] > 0 else 0.0
 
 
-class ReLUGPU:
+class ReLUGPU(nn.Module):
     """``nn.ReLU``'s forward and backward on device arrays (any shape, float32)."""
 
     def forward(self, x):
-        x = to_device(x, np.float32)
+        x = on_device(x, np.float32)
         y = cuda.device_array(x.shape, dtype=np.float32)
         relu_forward_kernel[launch_1d(x.size)](x.reshape(x.size), y.reshape(y.size))
         self._y = y  # kept for backward: the gradient passes where y > 0
         return y
 
     def backward(self, grad_out):
-        grad_out = to_device(grad_out, np.float32)
+        grad_out = on_device(grad_out, np.float32)
         grad_in = cuda.device_array(grad_out.shape, dtype=np.float32)
         n = grad_out.size
         relu_backward_kernel[launch_1d(n)](self._y.reshape(n), grad_out.reshape(n), grad_in.reshape(n))

@@ -21,7 +21,7 @@ import numpy as np
 
 from minissd import boxes as cpu
 from minissd.boxes import VARIANCES, _box_iou
-from minissd.cuda import blocks_for, is_device_array, launch_1d, require, to_device, to_host
+from minissd.cuda import blocks_for, is_device_array, launch_1d, require, on_device, on_host
 
 cuda = require()
 
@@ -62,12 +62,12 @@ def iou(a, b):
     if host:
         a, b = cpu._as_boxes(a, "a"), cpu._as_boxes(b, "b")
     dtype = np.result_type(a.dtype, b.dtype)
-    a_d = to_device(a, dtype)
-    bt_d = to_device(np.asarray(b).T, dtype) if host else _transpose(to_device(b, dtype))  # (4, M)
+    a_d = on_device(a, dtype)
+    bt_d = on_device(np.asarray(b).T, dtype) if host else _transpose(on_device(b, dtype))  # (4, M)
     out = cuda.device_array((a.shape[0], b.shape[0]), dtype=dtype)  # (N, M)
     blocks, threads = _grid_2d(a.shape[0], b.shape[0])
     iou_kernel[blocks, threads](a_d, bt_d, out)
-    return to_host(out, host)
+    return on_host(out, host)
 
 
 @cuda.jit
@@ -139,11 +139,11 @@ def _rows_kernel(kernel, rows, priors, variances):
     v0, v1 = cpu._check_variances(variances)
     dtype = rows.dtype
     shape = rows.shape  # (P, 4) or (B, P, 4)
-    rows_d = to_device(rows, dtype).reshape(-1, 4)  # (B*P, 4): images one after another
+    rows_d = on_device(rows, dtype).reshape(-1, 4)  # (B*P, 4): images one after another
     out = cuda.device_array(rows_d.shape, dtype=dtype)
     n = rows_d.shape[0]
-    kernel[launch_1d(n)](rows_d, to_device(priors, dtype), dtype.type(v0), dtype.type(v1), out)
-    return to_host(out.reshape(shape), host)
+    kernel[launch_1d(n)](rows_d, on_device(priors, dtype), dtype.type(v0), dtype.type(v1), out)
+    return on_host(out.reshape(shape), host)
 
 
 def encode(matched, priors, variances=VARIANCES):

@@ -36,7 +36,9 @@ backward with these kernels.
 
 import numpy as np
 
-from minissd.cuda import blocks_for, is_device_array, launch_1d, require, to_device, to_host
+from minissd import nn
+from minissd.cuda import blocks_for, is_device_array, launch_1d, on_device, on_host, require
+from minissd.cuda.module import Parameter
 from minissd.nn.conv import conv_output_size
 
 cuda = require()
@@ -77,20 +79,20 @@ def to_nchw_kernel(a, p, out):
 def to_padded_nhwc(x, p):
     """(N, C, H, W) -> (N, H + 2p, W + 2p, C) with a border of p zeros."""
     host = not is_device_array(x)
-    x_d = to_device(x, np.float32)
+    x_d = on_device(x, np.float32)
     N, C, H, W = x_d.shape
     out = cuda.device_array((N, H + 2 * p, W + 2 * p, C), dtype=np.float32)
     to_padded_nhwc_kernel[launch_1d(out.size)](x_d, p, out)
-    return to_host(out, host)
+    return on_host(out, host)
 
 
 def to_nchw(a, p, H, W):
     """(N, H + 2p, W + 2p, C) -> (N, C, H, W): drop a border of p."""
     host = not is_device_array(a)
-    a_d = to_device(a, np.float32)
+    a_d = on_device(a, np.float32)
     out = cuda.device_array((a_d.shape[0], a_d.shape[3], H, W), dtype=np.float32)
     to_nchw_kernel[launch_1d(out.size)](a_d, p, out)
-    return to_host(out, host)
+    return on_host(out, host)
 
 
 # ---- one chunk of im2col / col2im, channels-last -------------------------------------------
@@ -231,7 +233,7 @@ def matmul(a, b, transpose_a=False, transpose_b=False, out=None):
     - out: an optional device array (M, N) to write into (a chunk's rows of a bigger result).
     """
     host = not (is_device_array(a) or is_device_array(b))
-    a_d, b_d = to_device(a, np.float32), to_device(b, np.float32)
+    a_d, b_d = on_device(a, np.float32), on_device(b, np.float32)
     M, K = (a_d.shape[1], a_d.shape[0]) if transpose_a else a_d.shape
     Kb, N = (b_d.shape[1], b_d.shape[0]) if transpose_b else b_d.shape
     if K != Kb:
@@ -243,7 +245,7 @@ def matmul(a, b, transpose_a=False, transpose_b=False, out=None):
     matmul_kernel[blocks, (TILE, TILE)](a_d, b_d, parts, transpose_a, transpose_b, k_split)
     if S > 1:
         sum_splits_kernel[launch_1d(M * N)](parts, c)
-    return to_host(c, host)
+    return on_host(c, host)
 
 
 @cuda.jit
@@ -297,7 +299,7 @@ def conv2d_forward(x_pad, w_mat, out_hw, k, s, d):
     - returns y: (N*Ho*Wo, C_out), rows ordered (n, i, j)
     """
     host = not (is_device_array(x_pad) or is_device_array(w_mat))
-    x_pad, w_mat = to_device(x_pad, np.float32), to_device(w_mat, np.float32)
+    x_pad, w_mat = on_device(x_pad, np.float32), on_device(w_mat, np.float32)
     N, Ho, Wo = x_pad.shape[0], out_hw[0], out_hw[1]
     rows = N * Ho * Wo
     R = _chunk_rows(w_mat.shape[0], 4)
@@ -307,7 +309,7 @@ def conv2d_forward(x_pad, w_mat, out_hw, k, s, d):
         r1 = min(r0 + R, rows)
         gather_windows(x_pad, r0, r1, Ho, Wo, k, s, d, cols)
         matmul(cols[:r1 - r0], w_mat, out=y[r0:r1])  # (R, kkC) @ (kkC, C_out)
-    return to_host(y, host)
+    return on_host(y, host)
 
 
 def conv2d_backward(x_pad, w_mat, grad_y, out_hw, k, s, d, needs_input_grad=True):
@@ -318,7 +320,7 @@ def conv2d_backward(x_pad, w_mat, grad_y, out_hw, k, s, d, needs_input_grad=True
     - returns (grad_w_mat (k*k*C_in, C_out), grad_x_pad (N, Hp, Wp, C_in) or None)
     """
     host = not (is_device_array(x_pad) or is_device_array(grad_y))
-    x_pad, w_mat, grad_y = (to_device(a, np.float32) for a in (x_pad, w_mat, grad_y))
+    x_pad, w_mat, grad_y = (on_device(a, np.float32) for a in (x_pad, w_mat, grad_y))
     N, Ho, Wo = x_pad.shape[0], out_hw[0], out_hw[1]
     rows = N * Ho * Wo
     R = _chunk_rows(w_mat.shape[0], 4)
@@ -335,7 +337,7 @@ def conv2d_backward(x_pad, w_mat, grad_y, out_hw, k, s, d, needs_input_grad=True
         if needs_input_grad:
             matmul(grad_y[r0:r1], w_mat, transpose_b=True, out=dcols[:r1 - r0])  # (R, C_out) @ (C_out, kkC)
             scatter_windows(dcols, r0, r1, Ho, Wo, k, s, d, grad_x_pad)
-    return to_host(grad_w, host), (None if grad_x_pad is None else to_host(grad_x_pad, host))
+    return on_host(grad_w, host), (None if grad_x_pad is None else on_host(grad_x_pad, host))
 
 
 # ---- the layer's remaining steps: weight layout, bias ----------------------------------------
@@ -372,55 +374,52 @@ def add_bias_kernel(y, bias):
         y[e // O, e % O] += bias[e % O]
 
 
-class Conv2dGPU:
-    """``nn.Conv2d``'s forward and backward on the GPU, on device copies of a layer's parameters.
+class Conv2dGPU(nn.Module):
+    """``nn.Conv2d``'s forward and backward on the GPU (an ``nn.Module`` like its twin).
 
-    - conv: an ``nn.Conv2d``; its weight and bias are copied to the device once
-      (``.weight``, ``.bias``, and their gradients ``.weight_grad``, ``.bias_grad``, zeroed).
-    - weight, bias, weight_grad, bias_grad: device arrays to use instead of those copies
-      (a training step passes views of its flat parameter and gradient buffers).
+    - conv: an ``nn.Conv2d``; its sizes and ``needs_input_grad`` are read here
+    - parameter: makes the GPU ``Parameter`` of each CPU one; default: a fresh device copy
+      (``minissd.cuda.to_device`` passes views of the model's flat buffers)
+    - ``.weight``, ``.bias`` (or None): GPU Parameters, ``.data`` and ``.grad`` device arrays
     - forward(x (N, C_in, H, W) device) -> (N, C_out, Ho, Wo) device, float32;
-      backward(grad_out) -> grad of x (or None), accumulating the parameters' gradients.
+      backward(grad_out) -> grad of x (or None), ADDING into the parameters' ``.grad``
     The public behaviour is ``nn.Conv2d``'s (tests pin it to it and to tests/naive.py).
     """
 
-    def __init__(self, conv, weight=None, bias=None, weight_grad=None, bias_grad=None):
+    def __init__(self, conv, parameter=Parameter.copy_of):
         self.k, self.s, self.p, self.d = conv.kernel_size, conv.stride, conv.padding, conv.dilation
         self.needs_input_grad = conv.needs_input_grad
-        self.weight = to_device(conv.weight.data, np.float32) if weight is None else weight
-        self.weight_grad = zeros(self.weight.shape) if weight_grad is None else weight_grad
-        self.bias = self.bias_grad = None
-        if conv.bias is not None:
-            self.bias = to_device(conv.bias.data, np.float32) if bias is None else bias
-            self.bias_grad = zeros(self.bias.shape) if bias_grad is None else bias_grad
-        O, C, k = self.weight.shape[0], self.weight.shape[1], self.k
-        self.w_mat = cuda.device_array((k * k * C, O), dtype=np.float32)  # (k*k*C_in, C_out)
+        self.weight = parameter(conv.weight)
+        self.bias = parameter(conv.bias) if conv.bias is not None else None
+        O, C, k = self.weight.data.shape[0], self.weight.data.shape[1], self.k
+        self._w_mat = cuda.device_array((k * k * C, O), dtype=np.float32)  # (k*k*C_in, C_out)
 
     def forward(self, x):
         # w_mat is laid out again at every forward: an optimizer may have changed the weight
-        w_mat_kernel[launch_1d(self.weight.size)](self.weight, self.w_mat)
-        x = to_device(x, np.float32)
+        weight = self.weight.data
+        w_mat_kernel[launch_1d(weight.size)](weight, self._w_mat)
+        x = on_device(x, np.float32)
         N, _, H, W = x.shape
         Ho, Wo = (conv_output_size(n, self.k, self.s, self.p, self.d) for n in (H, W))
         x_pad = to_padded_nhwc(x, self.p)  # (N, H+2p, W+2p, C_in)
-        y = conv2d_forward(x_pad, self.w_mat, (Ho, Wo), self.k, self.s, self.d)  # (N*Ho*Wo, C_out)
+        y = conv2d_forward(x_pad, self._w_mat, (Ho, Wo), self.k, self.s, self.d)  # (N*Ho*Wo, C_out)
         if self.bias is not None:
-            add_bias_kernel[launch_1d(y.size)](y, self.bias)
+            add_bias_kernel[launch_1d(y.size)](y, self.bias.data)
         self._x_pad, self._in_hw = x_pad, (H, W)  # kept for backward
         return to_nchw(y.reshape(N, Ho, Wo, y.shape[1]), 0, Ho, Wo)  # (N, C_out, Ho, Wo)
 
     def backward(self, grad_out):
-        grad_out = to_device(grad_out, np.float32)
+        grad_out = on_device(grad_out, np.float32)
         N, C_out, Ho, Wo = grad_out.shape
         grad_y = to_padded_nhwc(grad_out, 0).reshape(N * Ho * Wo, C_out)  # (N*Ho*Wo, C_out)
-        grad_w, grad_x_pad = conv2d_backward(self._x_pad, self.w_mat, grad_y, (Ho, Wo), self.k,
+        grad_w, grad_x_pad = conv2d_backward(self._x_pad, self._w_mat, grad_y, (Ho, Wo), self.k,
                                              self.s, self.d, self.needs_input_grad)
-        w_grad_kernel[launch_1d(self.weight.size)](grad_w, self.weight_grad)
+        w_grad_kernel[launch_1d(grad_w.size)](grad_w, self.weight.grad)
         if self.bias is not None:  # db = the column sums of dY = a row of ones @ dY (split-K spreads it)
             ones = cuda.device_array((1, grad_y.shape[0]), dtype=np.float32)
             fill_kernel[launch_1d(ones.size)](ones.reshape(ones.size), np.float32(1.0))
             db = matmul(ones, grad_y)  # (1, C_out)
-            add_kernel[launch_1d(C_out)](self.bias_grad, db.reshape(C_out))
+            add_kernel[launch_1d(C_out)](self.bias.grad, db.reshape(C_out))
         if grad_x_pad is None:
             return None
         H, W = self._in_hw

@@ -12,6 +12,7 @@ convolution's output gradient, each reading its place).
 
 import numpy as np
 
+from minissd import nn
 from minissd.cuda import launch_1d, require
 
 cuda = require()
@@ -51,19 +52,19 @@ def unflatten_map_kernel(dloc, dconf, start, per_box, grad_y):
         grad_y[b, ch, i, j] = dloc[b, p, q] if q < 4 else dconf[b, p, q - 4]
 
 
-class MultiBoxHeadGPU:
+class MultiBoxHeadGPU(nn.Module):
     """``MultiBoxHead``'s forward and backward on the GPU.
 
-    - head: the CPU ``MultiBoxHead`` (read for num_classes); convs: its convolutions as
-      ``Conv2dGPU`` layers, in the same order.
+    - head: the CPU ``MultiBoxHead``; convs: its convolutions as ``Conv2dGPU`` layers, in
+      the same order (``.convs``, so that ``parameters()`` comes in the CPU head's order)
     - forward(sources: M device arrays (B, C_m, f_m, f_m)) -> loc (B, P, 4), conf (B, P, C+1)
     - backward(dloc, dconf) -> M device gradients (B, C_m, f_m, f_m)
     """
 
     def __init__(self, head, convs):
+        self.num_classes = head.num_classes
         self.per_box = 4 + head.num_classes + 1
-        self.convs = convs
-
+        self.convs = list(convs)
     def forward(self, sources):
         ys = [conv.forward(x) for conv, x in zip(self.convs, sources)]  # (B, k*(C+5), f, f) each
         B = ys[0].shape[0]

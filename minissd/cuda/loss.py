@@ -31,7 +31,7 @@ The losses are ranked as float32 (the training dtype): float64 input is rounded 
                             ``loss._softmax_grad``) and ``smooth_l1_grad_kernel``
                             dloc = alpha * smooth-L1' / N on the positives; both read N from
                             the totals on the GPU, so nothing waits for the host.
-Only the three totals come back to the host, for the two loss values.
+Only the four totals come back to the host, for the two loss values and the NaN check.
 """
 
 import math
@@ -39,7 +39,7 @@ import math
 import numpy as np
 
 from minissd import loss as cpu
-from minissd.cuda import is_device_array, launch_1d, require, to_device, to_host
+from minissd.cuda import is_device_array, launch_1d, require, on_device, on_host
 from minissd.cuda import reduce, select
 from minissd.cuda.reduce import SUM_SCRATCH, block_sum_float
 from minissd.cuda.select import SCRATCH_SIZE, block_sum, chunk, kth_largest, order_key, tie_quota
@@ -102,13 +102,13 @@ def hard_negative_mining(bg_loss, conf_t, neg_pos_ratio=3):
         raise ValueError(f"neg_pos_ratio: expected a number >= 0, got {neg_pos_ratio}")
     B, P = bg_loss.shape
     if B == 0:  # (a GPU refuses a grid with no blocks)
-        return to_host(cuda.device_array((0, P), dtype=np.bool_), host)
+        return on_host(cuda.device_array((0, P), dtype=np.bool_), host)
     keys = cuda.device_array((B, P), dtype=np.uint32)
     mask = cuda.device_array((B, P), dtype=np.bool_)
-    bg_loss, conf_t = to_device(bg_loss, np.float32), to_device(conf_t, np.int64)
+    bg_loss, conf_t = on_device(bg_loss, np.float32), on_device(conf_t, np.int64)
     hard_negative_mining_kernel[B, select.SELECT_THREADS](bg_loss, conf_t, float(neg_pos_ratio),
                                                           keys, mask)  # a block per image
-    return to_host(mask, host)
+    return on_host(mask, host)
 
 
 # ---- the multibox loss -------------------------------------------------------------------
@@ -158,18 +158,20 @@ def cross_entropy_kernel(conf, lse, conf_t, bg_loss, ce):
 
 
 @cuda.jit
-def loss_sums_kernel(loc_p, loc_t, conf_t, ce, mask, sums):
-    """sums[b] = (positives, smooth-L1 sum over them, cross-entropy sum over the mask) of image b.
+def loss_sums_kernel(loc_p, conf_p, loc_t, conf_t, ce, mask, sums):
+    """sums[b] = (positives, smooth-L1 sum over them, cross-entropy sum over the mask,
+    non-finite outputs) of image b.
 
-    - loc_p, loc_t: (B, P, 4) float32; conf_t: (B, P) int64; ce: (B, P) float32;
-      mask: (B, P) bool from mining; sums: (B, 3) float64, written.
+    - loc_p, loc_t: (B, P, 4) float32; conf_p: (B, P, K) logits; conf_t: (B, P) int64;
+      ce: (B, P) float32; mask: (B, P) bool from mining; sums: (B, 4) float64, written.
     Block b = image b; each thread adds up its stride of the priors, then the block's
-    threads' sums are combined (``block_sum_float``, a fixed order).
+    threads' sums are combined (``block_sum_float``, a fixed order). The last count is the
+    CPU step's ``np.isfinite(loc_p).all() and np.isfinite(conf_p).all()``, read on the GPU.
     """
     scratch = cuda.shared.array(SUM_SCRATCH, np.float64)
     b, t, T = cuda.blockIdx.x, cuda.threadIdx.x, cuda.blockDim.x
-    P = conf_t.shape[1]
-    num_pos, sum_l, sum_c = 0.0, 0.0, 0.0
+    P, K = conf_t.shape[1], conf_p.shape[2]
+    num_pos, sum_l, sum_c, bad = 0.0, 0.0, 0.0, 0.0
     for p in range(t, P, T):
         if mask[b, p]:
             sum_c += ce[b, p]
@@ -178,18 +180,23 @@ def loss_sums_kernel(loc_p, loc_t, conf_t, ce, mask, sums):
             for j in range(4):
                 x = loc_p[b, p, j] - loc_t[b, p, j]
                 sum_l += 0.5 * x * x if abs(x) < 1 else abs(x) - 0.5  # smooth L1
+        for j in range(4):
+            bad += not math.isfinite(loc_p[b, p, j])
+        for k in range(K):
+            bad += not math.isfinite(conf_p[b, p, k])
     num_pos = block_sum_float(num_pos, scratch)
     sum_l = block_sum_float(sum_l, scratch)
     sum_c = block_sum_float(sum_c, scratch)
+    bad = block_sum_float(bad, scratch)
     if t == 0:
-        sums[b, 0], sums[b, 1], sums[b, 2] = num_pos, sum_l, sum_c
+        sums[b, 0], sums[b, 1], sums[b, 2], sums[b, 3] = num_pos, sum_l, sum_c, bad
 
 
 @cuda.jit
 def loss_totals_kernel(sums, totals):
-    """totals = [N, sum_l, sum_c]: the images' sums added in order by one thread."""
+    """totals = [N, sum_l, sum_c, non-finite outputs]: the images' sums added in order by one thread."""
     if cuda.grid(1) == 0:
-        for j in range(3):
+        for j in range(sums.shape[1]):
             total = 0.0
             for b in range(sums.shape[0]):
                 total += sums[b, j]
@@ -256,20 +263,23 @@ def multibox_loss(loc_p, conf_p, loc_t, conf_t, neg_pos_ratio=3, alpha=1.0):
         conf_t = cpu._check_targets(conf_t, conf_p.shape[:2], num_classes=conf_p.shape[2] - 1)
     if not neg_pos_ratio >= 0:
         raise ValueError(f"neg_pos_ratio: expected a number >= 0, got {neg_pos_ratio}")
-    loc_p, conf_p, loc_t = (to_device(a, np.float32) for a in (loc_p, conf_p, loc_t))
-    conf_t = to_device(conf_t, np.int64)
+    loc_p, conf_p, loc_t = (on_device(a, np.float32) for a in (loc_p, conf_p, loc_t))
+    conf_t = on_device(conf_t, np.int64)
     B, P, K = conf_p.shape
     totals, dloc, dconf = multibox_loss_on_device(loc_p, conf_p, loc_t, conf_t, neg_pos_ratio, alpha)
-    num_pos, sum_l, sum_c = totals.copy_to_host()  # the three numbers that cross to the host
+    num_pos, sum_l, sum_c, nonfinite = totals.copy_to_host()  # the four numbers that cross to the host
     N = max(num_pos, 1.0)
-    return sum_l / N, sum_c / N, to_host(dloc, host), to_host(dconf, host)
+    if nonfinite:
+        return math.nan, math.nan, on_host(dloc, host), on_host(dconf, host)
+    return sum_l / N, sum_c / N, on_host(dloc, host), on_host(dconf, host)
 
 
 def multibox_loss_on_device(loc_p, conf_p, loc_t, conf_t, neg_pos_ratio, alpha):
     """The launches of ``multibox_loss`` on device arrays; returns (totals, dloc, dconf) on the GPU.
 
-    - totals: (3,) float64 [N, sum of smooth-L1 over positives, sum of cross-entropy over the
-      mask]; the losses are sum_l / max(N, 1) and sum_c / max(N, 1).
+    - totals: (4,) float64 [N, sum of smooth-L1 over positives, sum of cross-entropy over the
+      mask, how many entries of loc_p and conf_p are NaN or inf]; the losses are
+      sum_l / max(N, 1) and sum_c / max(N, 1).
     """
     B, P, K = conf_p.shape
     lse = cuda.device_array((B, P), dtype=np.float32)
@@ -280,9 +290,9 @@ def multibox_loss_on_device(loc_p, conf_p, loc_t, conf_t, neg_pos_ratio, alpha):
     keys = cuda.device_array((B, P), dtype=np.uint32)
     mask = cuda.device_array((B, P), dtype=np.bool_)
     hard_negative_mining_kernel[B, select.SELECT_THREADS](bg_loss, conf_t, float(neg_pos_ratio), keys, mask)
-    sums = cuda.device_array((B, 3), dtype=np.float64)
-    loss_sums_kernel[B, reduce.SUM_THREADS](loc_p, loc_t, conf_t, ce, mask, sums)  # a block per image
-    totals = cuda.device_array(3, dtype=np.float64)
+    sums = cuda.device_array((B, 4), dtype=np.float64)
+    loss_sums_kernel[B, reduce.SUM_THREADS](loc_p, conf_p, loc_t, conf_t, ce, mask, sums)  # a block per image
+    totals = cuda.device_array(4, dtype=np.float64)
     loss_totals_kernel[1, 1](sums, totals)
     dconf = cuda.device_array((B, P, K), dtype=np.float32)
     softmax_grad_kernel[launch_1d(B * P)](conf_p, lse, conf_t, mask, totals, dconf)

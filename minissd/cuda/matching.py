@@ -24,7 +24,7 @@ import numpy as np
 
 from minissd import matching as cpu
 from minissd.boxes import VARIANCES
-from minissd.cuda import blocks_for, launch_1d, require, to_device, to_host
+from minissd.cuda import blocks_for, launch_1d, require, on_device, on_host
 from minissd.cuda.boxes import TILE_2D, _box_iou_gpu, encode_kernel
 
 cuda = require()
@@ -176,10 +176,10 @@ def match_batch(gt_boxes_list, gt_labels_list, priors, iou_threshold=0.5, varian
     boxes, labels, num_gt = _pad(cpu._check_gt_batch(gt_boxes_list, gt_labels_list, num_classes))
     (B, G), P = labels.shape, priors.shape[0]
 
-    loc_t, conf_t = match_on_device(to_device(boxes, np.float32), to_device(labels, np.int64),
-                                    to_device(num_gt, np.int64), to_device(priors, np.float32),
-                                    to_device(corners_t, np.float32), threshold, v0, v1)
-    return to_host(loc_t, not device_out), to_host(conf_t, not device_out)
+    loc_t, conf_t = match_on_device(on_device(boxes, np.float32), on_device(labels, np.int64),
+                                    on_device(num_gt, np.int64), on_device(priors, np.float32),
+                                    on_device(corners_t, np.float32), threshold, v0, v1)
+    return on_host(loc_t, not device_out), on_host(conf_t, not device_out)
 
 
 def match_on_device(boxes, labels, num_gt, priors, corners_t, threshold, v0, v1):

@@ -26,7 +26,7 @@ import numpy as np
 
 from minissd import boxes as cpu_boxes
 from minissd.boxes import VARIANCES
-from minissd.cuda import blocks_for, is_device_array, launch_1d, require, to_device
+from minissd.cuda import blocks_for, is_device_array, launch_1d, require, on_device
 from minissd.cuda import select
 from minissd.cuda.boxes import _box_iou_gpu, decode_kernel
 from minissd.cuda.loss import log_sum_exp
@@ -86,8 +86,8 @@ def nms(boxes, scores, iou_threshold):
     order = np.argsort(-scores, kind="stable")[None]  # (1, N)
     suppressed = cuda.device_array((1, max(N, 1)), dtype=np.bool_)
     if N:
-        nms_kernel[1, NMS_THREADS](to_device(boxes[None], np.float32), to_device(np.zeros(1), np.int64),
-                                   to_device(order, np.int64), to_device(np.array([N]), np.int64),
+        nms_kernel[1, NMS_THREADS](on_device(boxes[None], np.float32), on_device(np.zeros(1), np.int64),
+                                   on_device(order, np.int64), on_device(np.array([N]), np.int64),
                                    float(iou_threshold), suppressed)
     return order[0][~suppressed.copy_to_host()[0, :N]].astype(np.int64)
 
@@ -207,12 +207,12 @@ def detect(loc, conf, priors, conf_threshold=0.01, nms_threshold=0.45, top_k=200
         return []
 
     boxes = cuda.device_array((B * P, 4), dtype=np.float32)  # decoded, images one after another
-    decode_kernel[launch_1d(B * P)](to_device(loc, np.float32).reshape(B * P, 4),
-                                    to_device(priors, np.float32), np.float32(v0), np.float32(v1), boxes)
+    decode_kernel[launch_1d(B * P)](on_device(loc, np.float32).reshape(B * P, 4),
+                                    on_device(priors, np.float32), np.float32(v0), np.float32(v1), boxes)
     clip_kernel[launch_1d(B * P * 4)](boxes.reshape(B * P * 4), np.float32(0.0), np.float32(1.0))
     boxes = boxes.reshape(B, P, 4)
     scores = cuda.device_array((B, P, K), dtype=np.float32)
-    softmax_kernel[launch_1d(B * P)](to_device(conf, np.float32), scores)
+    softmax_kernel[launch_1d(B * P)](on_device(conf, np.float32), scores)
 
     Q = B * C  # one problem per (image, class)
     order = cuda.device_array((Q, L), dtype=np.int64)

@@ -15,6 +15,11 @@ then every thread writes its stride of y. Same formulas, same float64 statistics
   mean(g * x_hat)) with x_hat recomputed from x; dweight, dbias ADDED to the parameters'
   gradients (the CPU layer adds its kernel's output into ``.grad``).
 
+The BatchNorm group (``BatchNorm2d.group``, images per normalisation; ghost batch norm):
+the batch is viewed as (Q, N/Q, C, H*W), and block c walks the Q groups one after the other,
+each group with its own statistics, as the CPU layer does; the running statistics move by
+the mean of the groups' statistics.
+
 A block per channel gives 16-1024 blocks for minissd's layers: enough to keep a GPU busy
 on the large maps, a little short on the 1x1 maps, which hold few values anyway.
 
@@ -27,9 +32,12 @@ import math
 
 import numpy as np
 
-from minissd.cuda import launch_1d, require, to_device
+from minissd import nn
+from minissd.cuda import launch_1d, on_device, require
 from minissd.cuda import reduce
+from minissd.cuda.module import Parameter
 from minissd.cuda.reduce import SUM_SCRATCH, block_sum_float
+from minissd.errors import ConfigError
 
 cuda = require()
 
@@ -40,140 +48,159 @@ cuda = require()
 def batchnorm_forward_kernel(x, weight, bias, mean, var, batch_stats, eps, y):
     """y = weight * (x - mean) / sqrt(var + eps) + bias for channel c = ``cuda.blockIdx.x``.
 
-    - x, y: (N, C, H*W) float32; weight, bias: (C,) float32
-    - mean, var: (C,) float64; with batch_stats they are OUTPUTS (the channel's mean and biased
-      variance over N*H*W, two passes in float64), else the running statistics
+    - x, y: (Q, N, C, H*W) float32: Q groups of N images, each group normalised on its own
+      (the BatchNorm group; Q = 1 for the whole batch); weight, bias: (C,) float32
+    - mean, var: (Q, C) float64; with batch_stats they are OUTPUTS (each group's mean and biased
+      variance over its N*H*W values, two passes in float64), else the running statistics (Q = 1)
     Twin of ``norm.batchnorm_forward``, the threads of a block sharing each pass.
     """
     scratch = cuda.shared.array(SUM_SCRATCH, np.float64)
     c, t, T = cuda.blockIdx.x, cuda.threadIdx.x, cuda.blockDim.x
-    N, _, L = x.shape
+    Q, N, _, L = x.shape
     M = N * L
-    if batch_stats:
-        total = 0.0
-        for e in range(t, M, T):  # e = n * L + i: neighbouring threads read neighbouring values
-            total += x[e // L, c, e % L]
-        mu = block_sum_float(total, scratch) / M
-        squares = 0.0  # second pass around the mean: no cancellation as in E[x^2] - E[x]^2
+    for q in range(Q):
+        if batch_stats:
+            total = 0.0
+            for e in range(t, M, T):  # e = n * L + i: neighbouring threads read neighbouring values
+                total += x[q, e // L, c, e % L]
+            mu = block_sum_float(total, scratch) / M
+            squares = 0.0  # second pass around the mean: no cancellation as in E[x^2] - E[x]^2
+            for e in range(t, M, T):
+                squares += (x[q, e // L, c, e % L] - mu) ** 2
+            v = block_sum_float(squares, scratch) / M
+            if t == 0:
+                mean[q, c], var[q, c] = mu, v
+        else:
+            mu, v = mean[q, c], var[q, c]
+        scale = weight[c] / math.sqrt(v + eps)  # the layer is y = scale * x + shift
+        shift = bias[c] - mu * scale
         for e in range(t, M, T):
-            squares += (x[e // L, c, e % L] - mu) ** 2
-        v = block_sum_float(squares, scratch) / M
-        if t == 0:
-            mean[c], var[c] = mu, v
-    else:
-        mu, v = mean[c], var[c]
-    scale = weight[c] / math.sqrt(v + eps)  # the layer is y = scale * x + shift
-    shift = bias[c] - mu * scale
-    for e in range(t, M, T):
-        y[e // L, c, e % L] = x[e // L, c, e % L] * scale + shift
+            y[q, e // L, c, e % L] = x[q, e // L, c, e % L] * scale + shift
 
 
 @cuda.jit
 def running_stats_kernel(running_mean, running_var, mean, var, momentum, M):
-    """running = (1 - momentum) * running + momentum * batch statistic; one thread per channel.
+    """running = (1 - momentum) * running + momentum * (the groups' mean statistic); a thread per channel.
 
-    The variance enters unbiased, var * M / (M - 1), as in PyTorch and ``BatchNorm2d.forward``.
+    - mean, var: (Q, C) float64 from the forward, M values per group; the variance enters
+      unbiased, var * M / (M - 1), as in PyTorch and ``BatchNorm2d.forward``.
     """
     start = cuda.grid(1)
     stride = cuda.gridsize(1)
+    Q = mean.shape[0]
     for c in range(start, running_mean.shape[0], stride):
-        running_mean[c] = (1 - momentum) * running_mean[c] + momentum * mean[c]
-        running_var[c] = (1 - momentum) * running_var[c] + momentum * var[c] * (M / (M - 1))
+        mu, v = 0.0, 0.0
+        for q in range(Q):  # the mean over the groups
+            mu += mean[q, c]
+            v += var[q, c]
+        mu, v = mu / Q, v / Q
+        running_mean[c] = (1 - momentum) * running_mean[c] + momentum * mu
+        running_var[c] = (1 - momentum) * running_var[c] + momentum * v * (M / (M - 1))
 
 
 @cuda.jit
 def batchnorm_backward_kernel(x, grad_out, weight, mean, var, eps, batch_stats, dweight, dbias, dx):
     """Gradients for channel c = ``cuda.blockIdx.x``; x_hat = (x - mean) * inv_std is recomputed.
 
-    - x, grad_out, dx: (N, C, H*W) float32; weight: (C,); mean, var: (C,) float64 from forward
-    - dweight[c] += sum(grad * x_hat), dbias[c] += sum(grad) (the parameters' gradients)
-    - with batch_stats dx = weight * inv_std * (grad - mean(grad) - x_hat * mean(grad * x_hat)),
-      else dx = weight * inv_std * grad
+    - x, grad_out, dx: (Q, N, C, H*W) float32 (Q groups); weight: (C,); mean, var: (Q, C)
+      float64 from forward
+    - dweight[c] += sum(grad * x_hat), dbias[c] += sum(grad), over every group
+    - with batch_stats, per group: dx = weight * inv_std * (grad - mean(grad) - x_hat *
+      mean(grad * x_hat)), the means over the group's N*H*W values; else dx = weight * inv_std * grad
     Twin of ``norm.batchnorm_backward`` (which writes dweight, dbias; its layer adds them).
     """
     scratch = cuda.shared.array(SUM_SCRATCH, np.float64)
     c, t, T = cuda.blockIdx.x, cuda.threadIdx.x, cuda.blockDim.x
-    N, _, L = x.shape
+    Q, N, _, L = x.shape
     M = N * L
-    inv_std = 1.0 / math.sqrt(var[c] + eps)
-    sum_g, sum_gx = 0.0, 0.0
-    for e in range(t, M, T):
-        g = grad_out[e // L, c, e % L]
-        sum_g += g
-        sum_gx += g * (x[e // L, c, e % L] - mean[c]) * inv_std
-    sum_g = block_sum_float(sum_g, scratch)
-    sum_gx = block_sum_float(sum_gx, scratch)
+    dw, db = 0.0, 0.0
+    for q in range(Q):
+        mu = mean[q, c]
+        inv_std = 1.0 / math.sqrt(var[q, c] + eps)
+        sum_g, sum_gx = 0.0, 0.0
+        for e in range(t, M, T):
+            g = grad_out[q, e // L, c, e % L]
+            sum_g += g
+            sum_gx += g * (x[q, e // L, c, e % L] - mu) * inv_std
+        sum_g = block_sum_float(sum_g, scratch)
+        sum_gx = block_sum_float(sum_gx, scratch)
+        dw += sum_gx
+        db += sum_g
+        k = weight[c] * inv_std
+        mean_g, mean_gx = (sum_g / M, sum_gx / M) if batch_stats else (0.0, 0.0)
+        for e in range(t, M, T):
+            n, i = e // L, e % L
+            x_hat = (x[q, n, c, i] - mu) * inv_std
+            dx[q, n, c, i] = k * (grad_out[q, n, c, i] - mean_g - x_hat * mean_gx)
     if t == 0:
-        dweight[c] += sum_gx
-        dbias[c] += sum_g
-    k = weight[c] * inv_std
-    mean_g, mean_gx = (sum_g / M, sum_gx / M) if batch_stats else (0.0, 0.0)
-    for e in range(t, M, T):
-        n, i = e // L, e % L
-        x_hat = (x[n, c, i] - mean[c]) * inv_std
-        dx[n, c, i] = k * (grad_out[n, c, i] - mean_g - x_hat * mean_gx)
+        dweight[c] += dw
+        dbias[c] += db
 
 
-class BatchNorm2dGPU:
+class BatchNorm2dGPU(nn.Module):
     """``nn.BatchNorm2d``'s forward and backward on the GPU, training or evaluation mode.
 
-    - bn: an ``nn.BatchNorm2d``; its eps, momentum and ``training`` flag are read at each call.
-    - weight, bias, weight_grad, bias_grad: device arrays (C,) float32 to use as the
-      parameters and their gradients (a training step passes views of its flat buffers);
-      None: fresh device copies of the layer's (gradients zeroed).
+    - bn: an ``nn.BatchNorm2d``; its channels, eps, momentum, ``group`` (images per
+      normalisation; None or 0: the whole batch) and ``training`` flag are copied here
+    - parameter: makes the GPU ``Parameter`` of ``bn.weight`` and ``bn.bias`` (default: a copy)
     - running_mean, running_var: device copies of the layer's buffers, updated by a
-      training forward; ``to_host()`` writes them back into ``bn``.
+      training forward; ``to_host(bn)`` writes them back into a CPU layer
     """
 
-    def __init__(self, bn, weight=None, bias=None, weight_grad=None, bias_grad=None):
-        self.bn = bn
-        C = bn.channels
-        self.weight = to_device(bn.weight.data, np.float32) if weight is None else weight
-        self.bias = to_device(bn.bias.data, np.float32) if bias is None else bias
-        self.weight_grad = cuda.to_device(np.zeros(C, np.float32)) if weight_grad is None else weight_grad
-        self.bias_grad = cuda.to_device(np.zeros(C, np.float32)) if bias_grad is None else bias_grad
-        self.running_mean = to_device(bn.running_mean, np.float32)
-        self.running_var = to_device(bn.running_var, np.float32)
+    def __init__(self, bn, parameter=Parameter.copy_of):
+        self.channels, self.eps, self.momentum = bn.channels, bn.eps, bn.momentum
+        self.group = getattr(bn, "group", None)
+        self.training = bn.training
+        self.weight = parameter(bn.weight)
+        self.bias = parameter(bn.bias)
+        self.running_mean = on_device(bn.running_mean, np.float32)  # device arrays, not buffers:
+        self.running_var = on_device(bn.running_var, np.float32)    # to_host() brings them back
+
+    def _groups(self, N):
+        """How many groups the N images of a batch form (the CPU layer's rule and error)."""
+        group = self.group or N
+        if N % group:
+            raise ConfigError(f"BatchNorm group: a batch of {N} images cannot be cut into groups of "
+                              f"{group}; the batch size must be a multiple of the group")
+        return N // group
 
     def forward(self, x):
-        x = to_device(x, np.float32)
+        x = on_device(x, np.float32)
         N, C, H, W = x.shape
-        M = N * H * W
-        batch_stats = self.bn.training
-        if batch_stats:
-            if M < 2:
-                raise ValueError("BatchNorm2d: training needs more than one value per channel (N*H*W >= 2)")
-            mean = cuda.device_array(C, dtype=np.float64)  # filled by the kernel
-            var = cuda.device_array(C, dtype=np.float64)
-        else:
-            mean = cuda.device_array(C, dtype=np.float64)
-            var = cuda.device_array(C, dtype=np.float64)
-            _copy_kernel[launch_1d(C)](self.running_mean, mean)
-            _copy_kernel[launch_1d(C)](self.running_var, var)
+        batch_stats = self.training
+        Q = self._groups(N) if batch_stats else 1  # evaluation: one affine map for every image
+        M = N // Q * H * W  # values per channel in a group
+        if batch_stats and M < 2:
+            raise ValueError("BatchNorm2d: training needs more than one value per channel and group "
+                             "(images per group * H * W >= 2)")
+        mean = cuda.device_array((Q, C), dtype=np.float64)  # batch_stats: filled by the kernel
+        var = cuda.device_array((Q, C), dtype=np.float64)
+        if not batch_stats:
+            _copy_kernel[launch_1d(C)](self.running_mean, mean.reshape(C))
+            _copy_kernel[launch_1d(C)](self.running_var, var.reshape(C))
         y = cuda.device_array(x.shape, dtype=np.float32)
-        x3, y3 = x.reshape(N, C, H * W), y.reshape(N, C, H * W)
-        batchnorm_forward_kernel[C, reduce.SUM_THREADS](x3, self.weight, self.bias, mean, var, batch_stats,
-                                                        self.bn.eps, y3)  # a block per channel
+        x4, y4 = x.reshape(Q, N // Q, C, H * W), y.reshape(Q, N // Q, C, H * W)  # (Q, N/Q, C, H*W)
+        batchnorm_forward_kernel[C, reduce.SUM_THREADS](x4, self.weight.data, self.bias.data, mean, var,
+                                                        batch_stats, self.eps, y4)  # a block per channel
         if batch_stats:
             running_stats_kernel[launch_1d(C)](self.running_mean, self.running_var, mean, var,
-                                               self.bn.momentum, M)
-        self._x, self._mean, self._var, self._batch_stats = x, mean, var, batch_stats  # kept for backward
+                                               self.momentum, M)
+        self._x4, self._mean, self._var, self._batch_stats = x4, mean, var, batch_stats  # kept for backward
         return y
 
     def backward(self, grad_out):
-        x = self._x
-        N, C, H, W = x.shape
-        grad_out = to_device(grad_out, np.float32)
-        dx = cuda.device_array(x.shape, dtype=np.float32)
-        batchnorm_backward_kernel[C, reduce.SUM_THREADS](
-            x.reshape(N, C, H * W), grad_out.reshape(N, C, H * W), self.weight, self._mean, self._var,
-            self.bn.eps, self._batch_stats, self.weight_grad, self.bias_grad, dx.reshape(N, C, H * W))
+        x4 = self._x4
+        grad_out = on_device(grad_out, np.float32)
+        dx = cuda.device_array(grad_out.shape, dtype=np.float32)
+        batchnorm_backward_kernel[x4.shape[2], reduce.SUM_THREADS](
+            x4, grad_out.reshape(x4.shape), self.weight.data, self._mean, self._var, self.eps,
+            self._batch_stats, self.weight.grad, self.bias.grad, dx.reshape(x4.shape))
         return dx
 
-    def to_host(self):
-        """Copy the running statistics back into the CPU layer's buffers (in place)."""
-        self.bn.running_mean[...] = self.running_mean.copy_to_host()
-        self.bn.running_var[...] = self.running_var.copy_to_host()
+    def to_host(self, bn):
+        """Copy the running statistics into CPU layer ``bn``'s buffers (in place)."""
+        bn.running_mean[...] = self.running_mean.copy_to_host()
+        bn.running_var[...] = self.running_var.copy_to_host()
 
 
 @cuda.jit
@@ -244,24 +271,22 @@ def l2norm_weight_grad_kernel(x, grad_out, r, eps, dweight):
         dweight[c] += total
 
 
-class L2NormGPU:
+class L2NormGPU(nn.Module):
     """``nn.L2Norm``'s forward and backward on the GPU.
 
-    - l2: an ``nn.L2Norm``; weight, weight_grad: device arrays (C,) float32 to use (a
-      training step's views), or None for fresh copies.
+    - l2: an ``nn.L2Norm``; parameter: makes the GPU ``Parameter`` of its weight (default: a copy)
     """
 
-    def __init__(self, l2, weight=None, weight_grad=None):
-        self.eps = np.float32(l2.eps)
-        self.weight = to_device(l2.weight.data, np.float32) if weight is None else weight
-        self.weight_grad = cuda.to_device(np.zeros(l2.channels, np.float32)) if weight_grad is None else weight_grad
+    def __init__(self, l2, parameter=Parameter.copy_of):
+        self.channels, self.eps = l2.channels, np.float32(l2.eps)
+        self.weight = parameter(l2.weight)
 
     def forward(self, x):
-        x = to_device(x, np.float32)
+        x = on_device(x, np.float32)
         N, C, H, W = x.shape
         r = cuda.device_array((N, H * W), dtype=np.float32)
         y = cuda.device_array(x.shape, dtype=np.float32)
-        l2norm_forward_kernel[launch_1d(N * H * W)](x.reshape(N, C, H * W), self.weight, self.eps, r,
+        l2norm_forward_kernel[launch_1d(N * H * W)](x.reshape(N, C, H * W), self.weight.data, self.eps, r,
                                                     y.reshape(N, C, H * W))
         self._x, self._r = x, r  # kept for backward
         return y
@@ -269,9 +294,9 @@ class L2NormGPU:
     def backward(self, grad_out):
         x, r = self._x, self._r
         N, C, H, W = x.shape
-        grad_out = to_device(grad_out, np.float32)
+        grad_out = on_device(grad_out, np.float32)
         x3, g3 = x.reshape(N, C, H * W), grad_out.reshape(N, C, H * W)
-        l2norm_weight_grad_kernel[C, reduce.SUM_THREADS](x3, g3, r, self.eps, self.weight_grad)
+        l2norm_weight_grad_kernel[C, reduce.SUM_THREADS](x3, g3, r, self.eps, self.weight.grad)
         dx = cuda.device_array(x.shape, dtype=np.float32)
-        l2norm_backward_kernel[launch_1d(N * H * W)](x3, g3, self.weight, r, self.eps, dx.reshape(N, C, H * W))
+        l2norm_backward_kernel[launch_1d(N * H * W)](x3, g3, self.weight.data, r, self.eps, dx.reshape(N, C, H * W))
         return dx

@@ -15,7 +15,9 @@ the CPU loop, so even the rounding is the same.
 
 import numpy as np
 
-from minissd.cuda import launch_1d, require, to_device
+from minissd import nn
+from minissd.cuda import launch_1d, on_device, require
+from minissd.nn.pool import pool_output_size
 
 cuda = require()
 
@@ -69,26 +71,27 @@ def maxpool_backward_kernel(grad_out, argmax, k, s, p, grad_in):
         grad_in[n, c, y, x] = total
 
 
-class MaxPool2dGPU:
+class MaxPool2dGPU(nn.Module):
     """``nn.MaxPool2d``'s forward and backward on device arrays (the layer's k, s, p, ceil_mode)."""
 
     def __init__(self, pool):
-        self.pool = pool  # only read for its sizes: kernel_size, stride, padding, output_size
+        self.kernel_size, self.stride, self.padding = pool.kernel_size, pool.stride, pool.padding
+        self.ceil_mode = pool.ceil_mode
 
     def forward(self, x):
-        x = to_device(x, np.float32)
+        x = on_device(x, np.float32)
         N, C, H, W = x.shape
-        Ho, Wo = self.pool.output_size(H, W)
+        k, s, p, c = self.kernel_size, self.stride, self.padding, self.ceil_mode
+        Ho, Wo = pool_output_size(H, k, s, p, c), pool_output_size(W, k, s, p, c)
         out = cuda.device_array((N, C, Ho, Wo), dtype=np.float32)
         argmax = cuda.device_array((N, C, Ho, Wo), dtype=np.int32)
-        maxpool_forward_kernel[launch_1d(out.size)](x, self.pool.kernel_size, self.pool.stride,
-                                                    self.pool.padding, out, argmax)
+        maxpool_forward_kernel[launch_1d(out.size)](x, k, s, p, out, argmax)
         self._argmax, self._input_shape = argmax, x.shape  # kept for backward
         return out
 
     def backward(self, grad_out):
-        grad_out = to_device(grad_out, np.float32)
+        grad_out = on_device(grad_out, np.float32)
         grad_in = cuda.device_array(self._input_shape, dtype=np.float32)
-        maxpool_backward_kernel[launch_1d(grad_in.size)](grad_out, self._argmax, self.pool.kernel_size,
-                                                         self.pool.stride, self.pool.padding, grad_in)
+        maxpool_backward_kernel[launch_1d(grad_in.size)](grad_out, self._argmax, self.kernel_size,
+                                                         self.stride, self.padding, grad_in)
         return grad_in
