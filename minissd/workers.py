@@ -316,30 +316,3 @@ def _worker_main(conn, spec, weights, grads, main_buffers, buffers, images):
             conn.send(("ok", (loss_l, loss_c, stats.get("positives", 0), times)))
         except Exception:
             conn.send(("error", traceback.format_exc()))
-
-
-# ---- the names train.py used before Workers (remove when nothing imports them) ---------------
-
-def share_step(model, images, gt_boxes, gt_labels, loss_args):
-    """Old interface: ``step.forward_backward`` with a dict of loss settings; returns
-    (loss_l, loss_c, positives, times)."""
-    times, stats = {}, {}
-    loss_l, loss_c = forward_backward(model, images, gt_boxes, gt_labels, LossConfig(**loss_args),
-                                      times=times, stats=stats)
-    return loss_l, loss_c, stats.get("positives", 0), times
-
-
-class StepWorkers(Workers):
-    """Old interface: BatchNorm per share of max_batch / n images, ``step`` and ``pull_buffers``."""
-
-    def __init__(self, model, n, max_batch, loss_args):
-        super().__init__(model, n, max_batch, bn_group=max(1, int(max_batch) // int(n)))
-        self.loss_cfg = LossConfig(**loss_args)
-
-    def step(self, images, gt_boxes, gt_labels):
-        times = {}
-        loss_l, loss_c = self.forward_backward(images, gt_boxes, gt_labels, self.loss_cfg, times)
-        return loss_l, loss_c, times
-
-    def pull_buffers(self):
-        self.sync_buffers()

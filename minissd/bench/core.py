@@ -94,7 +94,7 @@ def machine():
     except OSError:
         pass
     import numba
-    return f"{name}, {os.cpu_count()} cores, numba {numba.__version__} with {numba.get_num_threads()} threads"
+    return f"{name}, {os.cpu_count()} cores, numba {numba.__version__}"
 
 
 _CACHE_PROBE = """
@@ -137,12 +137,7 @@ def main(argv):
     parser.add_argument("--objects", type=int, default=10)
     parser.add_argument("--repeat", type=int, default=30)
     parser.add_argument("--loss-priors", type=int, default=8732, help="P for the loss and detect timings")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="threads for Numba's prange and for matching (default: all cores)")
     args = parser.parse_args(argv)
-    if args.threads is not None:
-        import numba
-        numba.set_num_threads(args.threads)  # before the first call: matching sizes its pool then
 
     rng = np.random.default_rng(0)
     priors = default_boxes(SSD300_VOC)

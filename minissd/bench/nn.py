@@ -4,10 +4,13 @@ For each 3x3 / padding 1 convolution of the issue (batch 32, C_in = C_out = C, H
 prints forward and forward+backward time and GFLOP/s of ``minissd.nn.Conv2d``, the same
 for a plain NumPy im2col convolution (NCHW, full cols, the textbook version), and, measured
 in the same run, the GFLOP/s of a float32 ``numpy.matmul`` with the shape of that
-convolution's im2col product, (N*H*W, 9C) @ (9C, C), its rows split over the same threads
-the layers use (``minissd.nn.threads``, OpenBLAS itself single-threaded): the practical peak
-of this machine for that size. The goal is forward+backward >= 60% of that peak ("of peak"
-column). Last, one forward+backward of the tiny SSD network at the batch size, whole.
+convolution's im2col product, (N*H*W, 9C) @ (9C, C): the practical peak of this machine for
+that size. The goal is forward+backward >= 60% of that peak ("of peak" column). Last, one
+forward+backward of the tiny SSD network at the batch size, whole.
+
+Everything runs in this process with NumPy's BLAS as it comes (OpenBLAS threads its products
+over the cores; the layers' own loops are single-threaded). ``OPENBLAS_NUM_THREADS=1 python
+-m minissd.bench nn`` measures one core, as a training worker process runs.
 
 Timings are the minimum over ``--reps`` interleaved repetitions (conv, baseline, matmul,
 conv, ...), so a neighbour loading the machine for a moment hurts all columns alike.
@@ -21,7 +24,6 @@ import time
 import numpy as np
 
 from minissd import nn
-from minissd.nn import threads
 
 SHAPES = ((32, 64), (64, 32), (128, 16), (256, 8))  # (C, H=W), the issue's 3x3 convs
 
@@ -102,10 +104,9 @@ def bench_conv(batch, reps, shapes=SHAPES):
         g = rng.standard_normal((batch, C, H, H), dtype=np.float32)
         a = rng.standard_normal((batch * H * H, 9 * C), dtype=np.float32)
         w = rng.standard_normal((9 * C, C), dtype=np.float32)
-        row_pieces = threads.split_batch(len(a), 1, target_rows=-(-len(a) // threads.num_threads()))
 
-        def matmul():  # the peak: the product's rows shared out like the layers' pieces
-            return threads.run_pieces(lambda r: a[r[0]:r[1]] @ w, row_pieces)
+        def matmul():  # the peak: the conv's product alone
+            return a @ w
         _, plain_fb = im2col_conv_numpy(x, conv.weight.data, conv.bias.data)
 
         def fwd_bwd():
@@ -151,7 +152,7 @@ def bench_tiny_step(batch, reps):
 
     (t,) = best_times([step], reps)
     print(f"\ntiny SSD ({S}x{S}, 20 classes) forward+backward at batch {batch}: {t * 1e3:.0f} ms "
-          f"({batch / t:.0f} images/s), {threads.num_threads()} nn threads")
+          f"({batch / t:.0f} images/s)")
 
 
 def main(argv):

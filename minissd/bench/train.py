@@ -1,27 +1,30 @@
-"""``python -m minissd.bench train``: the training step of the tiny SSD, where its time goes,
-and its peak memory, next to baselines measured in the same run.
+"""``python -m minissd.bench train``: the tiny SSD's training step with 1 and with 2 worker
+processes, where its time goes, evaluation's speed, and the step's peak memory.
 
 Printed:
-- images/s of the full training step (batch 16 by default, as the default run) and the per-stage profile: data
-  (waiting for the loader), match, forward, loss (multibox + mining), backward, optimizer;
-- baseline 0 (with two or more worker processes): the same step run by as many threads of
-  this process, each the whole network on its share (``nn.DataParallel``), which the
-  processes replaced;
+- images/s of train.py's iteration (next batch, ``forward_backward``, clip, SGD step; batch
+  16, BatchNorm groups of 8, the default run's augmentation after its light phase) for each
+  way of running the step: ``step.forward_backward`` in this process (NumPy's BLAS as it
+  comes), and ``workers.Workers`` with 1 and 2 single-threaded worker processes. The rows are
+  measured in interleaved rounds (here, 1, 2, here, 1, 2, ...) and the median round is
+  printed, so a neighbour loading the machine for a while hurts every row alike;
+- the per-stage profile of each row: data (waiting for the loader), match, forward, loss
+  (multibox + mining), backward, optimizer (clip + SGD);
+- evaluation: ``detect.predict_dataset`` on the first ``--eval-images`` val images, in this
+  process (where train.py evaluates);
 - baseline 1, the machine's practical peak: the step's multiply-adds (from the layer table,
-  x3 for forward + the two backward products) timed as ONE float32 ``numpy.matmul`` of
-  a comparable size; "of peak" = that ideal time / the measured forward+backward time;
-- baseline 2, the data side: images/s of load + the training augmentation on one thread, which a
-  background worker must beat for training never to wait;
-- peak memory of one training step, two ways, because neither alone tells the whole story:
-  ``tracemalloc`` (the peak of NumPy/Python allocations during the step, exact but blind to
-  Numba's own allocations inside compiled code) and the process's peak resident set
-  (Linux ``VmHWM``, reset just before the step through /proc/self/clear_refs) minus its
-  resident set before the step (everything, including Numba's buffers; page-granular; freed
-  memory is first handed back to the OS with glibc's malloc_trim so that "before" is honest).
+  x3 for forward + the two backward products) timed as ONE float32 ``numpy.matmul`` of a
+  comparable size; "of peak" = that ideal time / the measured forward+backward time;
+- baseline 2, the data side: images/s of load + the training augmentation on one thread;
+- peak memory of one training step in this process, two ways: ``tracemalloc`` (NumPy and
+  Python allocations, blind to Numba's) and the process's peak resident set (Linux ``VmHWM``,
+  reset just before the step through /proc/self/clear_refs) minus its resident set before.
 """
 
 import argparse
+import copy
 import os
+import statistics
 import time
 import tracemalloc
 
@@ -77,136 +80,140 @@ def _matmul_rate(macs):
     return 2 * m * k * n / best / 1e9
 
 
-class ThreadedStep:
-    """The baseline of ``TrainStep``'s worker processes: the same step with ``n`` threads of
-    this process, each running the whole network on its share (``nn.DataParallel``; the
-    GIL is what they share and the processes do not)."""
-
-    def __init__(self, model, optimizer, cfg, n):
-        from minissd.nn.parallel import DataParallel
-        self.model, self.optimizer, self.cfg = model, optimizer, cfg
-        self.net = DataParallel(model, n)
-
-    def __call__(self, images, gt_boxes, gt_labels, lr):
-        from minissd.loss import multibox_loss
-        from minissd.matching import match_batch
-        times, t = {}, time.perf_counter()
-        loc_t, conf_t = match_batch(gt_boxes, gt_labels, self.model.priors, iou_threshold=self.cfg.iou_threshold)
-        times["match"], t = time.perf_counter() - t, time.perf_counter()
-        loc_p, conf_p = self.net.forward(images)
-        times["forward"], t = time.perf_counter() - t, time.perf_counter()
-        loss_l, loss_c, dloc, dconf = multibox_loss(loc_p, conf_p, loc_t, conf_t, self.cfg.neg_pos_ratio, self.cfg.alpha)
-        times["loss"], t = time.perf_counter() - t, time.perf_counter()
-        self.model.zero_grad()
-        self.net.backward(dloc, dconf)
-        times["backward"], t = time.perf_counter() - t, time.perf_counter()
-        self.optimizer.lr = lr
-        self.optimizer.step()
-        times["optimizer"] = time.perf_counter() - t
-        return loss_l, loss_c, times
-
-
 def main(argv=None) -> int:
     from minissd.bench.nn import machine
+    from minissd.config import TrainConfig
     from minissd.data import VOCDataset, make_tiny_voc, tiny_voc_path
+    from minissd.data.augment import augmentation
     from minissd.data.loader import DataLoader
-    from minissd.loss import multibox_loss
-    from minissd.matching import match_batch
+    from minissd.detect import predict_dataset
     from minissd.model import ssd_tiny
     from minissd.model.summary import layer_table
-    from minissd.nn import SGD
-    from minissd.train import TrainConfig, TrainStep, training_augmentation
+    from minissd.nn import SGD, set_batchnorm_group
+    from minissd.step import LossConfig, clip_grad_norm, forward_backward
+    from minissd.workers import Workers
 
+    cfg = TrainConfig()  # the default run's numbers
     p = argparse.ArgumentParser(prog="python -m minissd.bench train", description=__doc__.split("\n")[0])
-    p.add_argument("--batch-size", type=int, default=16, help="images per step (the default training run: 16)")
-    p.add_argument("--steps", type=int, default=5, help="timed steps (after 2 warm-up steps)")
-    p.add_argument("--workers", type=int, default=1, help="loader threads (as the default training run)")
+    p.add_argument("--batch-size", type=int, default=cfg.batch_size, help="images per step (default run: %(default)s)")
+    p.add_argument("--bn-group", type=int, default=cfg.bn_group, help="images per BatchNorm group (%(default)s)")
+    p.add_argument("--processes", default="1,2", help="worker-process counts to time, comma-separated")
+    p.add_argument("--steps", type=int, default=10, help="timed steps per row and round")
+    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the median is printed")
+    p.add_argument("--eval-images", type=int, default=200, help="val images for the evaluation row (0: skip)")
+    p.add_argument("--loader-threads", type=int, default=cfg.loader_threads, help="as the default run")
     p.add_argument("--data-dir", default=None, help="where tiny-voc lives (built if absent)")
     args = p.parse_args(argv)
 
-    ds = VOCDataset(make_tiny_voc(tiny_voc_path(args.data_dir)), "train")
-    model = ssd_tiny(len(ds.classes))
-    S, B = model.config.input_size, args.batch_size
-    cfg = TrainConfig(lr=0.01)
-    # the default run's augmentation after its light phase: the paper's, zoom-out up to 2x
-    transform = training_augmentation(cfg, model.config)
-    optimizer = SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
-    loader = DataLoader(ds, B, transform=transform, seed=0, num_workers=args.workers, drop_last=True)
+    root = make_tiny_voc(tiny_voc_path(args.data_dir))
+    ds = VOCDataset(root, "train")
+    start = ssd_tiny(len(ds.classes))
+    S, B = start.config.input_size, args.batch_size
+    loss_cfg = LossConfig(cfg.iou_threshold, cfg.neg_pos_ratio, cfg.alpha)
+    transform = augmentation(cfg.augment, S, start.config.mean, start.config.std, max_expand=cfg.max_expand)
+    loader = DataLoader(ds, B, transform=transform, seed=0, num_workers=args.loader_threads, drop_last=True)
     batches = iter(loader)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"train bench on {machine()}; load average {load:.1f} (other processes make these numbers "
-          f"noisy)\nssd_tiny: input {S}, {model.num_priors} default boxes, batch {B}, "
-          f"{args.workers} loader thread(s)\n")
+          f"noisy)\nssd_tiny: input {S}, {start.num_priors} default boxes, batch {B}, BatchNorm groups "
+          f"of {args.bn_group}, {args.loader_threads} loader thread(s)\n")
 
+    # ---- the rows: each its own copy of the model and optimizer, the same batches ----------------
+    rows, workers = {}, []
+    for n in [0] + [int(x) for x in args.processes.split(",") if x.strip()]:
+        model = copy.deepcopy(start).train()
+        set_batchnorm_group(model, args.bn_group)
+        if n == 0:
+            name, run = "this process", (lambda m: lambda *batch: forward_backward(m, *batch))(model)
+        else:
+            t = time.perf_counter()
+            w = Workers(model, n, B, args.bn_group)
+            workers.append(w)
+            name, run = f"{n} worker process{'es' if n > 1 else ''}", w.forward_backward
+            print(f"{name}: started in {time.perf_counter() - t:.1f} s")
+        optimizer = SGD(model.parameters(), lr=0.01, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        rows[name] = (model, optimizer, run)
 
-    def step(times, train_step):  # train.py's iteration: next batch, then TrainStep
+    def iteration(row, times):  # train.py's iteration: next batch, the step, clip, SGD
+        model, optimizer, run = row
         t0 = time.perf_counter()
         images, targets = next(batches)
         times["data"] += time.perf_counter() - t0
-        _, _, stage_times = train_step(images, [t[0] for t in targets], [t[1] for t in targets], cfg.lr)
-        for k, dt in stage_times.items():
-            times[k] += dt
+        run(images, [t[0] for t in targets], [t[1] for t in targets], loss_cfg, times)
+        t = time.perf_counter()
+        clip_grad_norm(model.parameters(), cfg.grad_clip)
+        optimizer.step()
+        times["optimizer"] += time.perf_counter() - t
 
-    def measure(train_step):
-        warm = dict.fromkeys(STAGES, 0.0)
-        for _ in range(2):  # compile / load Numba's cache, fill the loader's queue
-            step(warm, train_step)
-        times = dict.fromkeys(STAGES, 0.0)
-        for _ in range(args.steps):
-            step(times, train_step)
-        return times
+    for row in rows.values():  # warm up: Numba's cache, the loader's queue, the workers' first step
+        for _ in range(2):
+            iteration(row, dict.fromkeys(STAGES, 0.0))
+    rates = {name: [] for name in rows}
+    profiles = {name: dict.fromkeys(STAGES, 0.0) for name in rows}
+    for _ in range(args.rounds):
+        for name, row in rows.items():
+            times = dict.fromkeys(STAGES, 0.0)
+            t = time.perf_counter()
+            for _ in range(args.steps):
+                iteration(row, times)
+            rates[name].append(B * args.steps / (time.perf_counter() - t))
+            for k in STAGES:
+                profiles[name][k] += times[k]
+    for w in workers:
+        w.close()
+    steps = args.steps * args.rounds
+    print(f"\ntraining step, images/s: median of {args.rounds} interleaved rounds of {args.steps} steps "
+          f"(min-max in brackets)")
+    print(f"{'':24s} {'images/s':>17s} " + " ".join(f"{k:>9s}" for k in STAGES) + "   (s per step)")
+    for name in rows:
+        r = rates[name]
+        print(f"{name:24s} {statistics.median(r):7.1f} [{min(r):.0f}-{max(r):.0f}] ".ljust(43)
+              + " ".join(f"{profiles[name][k] / steps:9.3f}" for k in STAGES))
+    here = profiles["this process"]
 
-    train_step = TrainStep(model, optimizer, cfg)  # what train.py runs
-    workers = train_step.workers.n if train_step.workers else 1
-    times = measure(train_step)
-    train_step.close()
-    total = sum(times.values())
-    print(f"training step: {B * args.steps / total:.1f} images/s ({total / args.steps:.3f} s per batch of {B}; "
-          f"{workers} worker process(es), each the whole step on its share of the batch)")
-    print(f"{'stage':>10s} {'s/step':>8s} {'share':>6s}")
-    for k in STAGES:
-        print(f"{k:>10s} {times[k] / args.steps:8.3f} {times[k] / total:6.1%}")
-    if workers > 1:  # baseline 0: the same shares run by threads of this process (nn.DataParallel)
-        threaded = measure(ThreadedStep(model, optimizer, cfg, workers))
-        th_total = sum(threaded.values())
-        print(f"baseline: {workers} threads of this process instead, each the whole network on its "
-              f"share (nn.DataParallel): {B * args.steps / th_total:.1f} images/s ({th_total / args.steps:.3f} s per batch)")
+    # ---- evaluation in this process, as train.py does it -----------------------------------------
+    if args.eval_images > 0:
+        val = VOCDataset(root, "val")
+        model = start.eval()
+        predict_dataset(model, val, max_images=32)  # warm up
+        t = time.perf_counter()
+        predict_dataset(model, val, max_images=args.eval_images)
+        dt = time.perf_counter() - t
+        n = min(args.eval_images, len(val))
+        print(f"\nevaluation (predict_dataset in this process, batch 32): {n / dt:.1f} images/s "
+              f"({n} val images in {dt:.2f} s)")
 
-    # baseline 1: the step's arithmetic at the machine's matmul rate
-    macs = layer_table(model.config, len(ds.classes))[-1]["macs"] * B
+    # ---- baseline 1: the step's arithmetic at the machine's matmul rate ----------------------------
+    macs = layer_table(start.config, len(ds.classes))[-1]["macs"] * B
     rate = _matmul_rate(macs)
     ideal = 3 * 2 * macs / (rate * 1e9)
-    fb = (times["forward"] + times["backward"]) / args.steps
+    fb = (here["forward"] + here["backward"]) / steps
     print(f"\nbaseline: {3 * 2 * macs / 1e9:.1f} GFLOP per step (forward + backward) at the measured "
-          f"numpy.matmul rate {rate:.0f} GFLOP/s = {ideal:.3f} s; forward+backward took {fb:.3f} s "
-          f"({ideal / fb:.0%} of peak)")
+          f"numpy.matmul rate {rate:.0f} GFLOP/s = {ideal:.3f} s; forward+backward in this process "
+          f"took {fb:.3f} s ({ideal / fb:.0%} of peak)")
 
-    # baseline 2: what one thread of data loading delivers
+    # ---- baseline 2: what one thread of data loading delivers ----------------------------------------
     t = time.perf_counter()
     n = 2 * B
     for i in range(n):
         image, boxes, labels, _ = ds[i]
         transform(image, boxes, labels, np.random.default_rng(i))
-    data_rate = n / (time.perf_counter() - t)
-    print(f"baseline: load + the training augmentation on one thread: {data_rate:.0f} images/s "
-          f"(the step consumes {B * args.steps / total:.0f} images/s)")
+    print(f"baseline: load + the training augmentation on one thread: {n / (time.perf_counter() - t):.0f} "
+          f"images/s")
 
-    # peak memory of one step
+    # ---- peak memory of one step in this process ----------------------------------------------------
+    model, optimizer, _ = rows["this process"]
     images, targets = next(batches)
     _release_free_memory()
     rss_before = _status_kib("VmRSS")
     hwm_ok = _reset_peak_rss()
     tracemalloc.start()
-    loc_t, conf_t = match_batch([t[0] for t in targets], [t[1] for t in targets], model.priors)
-    loc_p, conf_p = model.forward(images)
-    _, _, dloc, dconf = multibox_loss(loc_p, conf_p, loc_t, conf_t)
-    model.zero_grad()
-    model.backward(dloc, dconf)
+    forward_backward(model, images, [t[0] for t in targets], [t[1] for t in targets], loss_cfg)
     optimizer.step()
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     hwm = _status_kib("VmHWM")
-    print(f"\npeak memory of one training step (batch {B}):")
+    print(f"\npeak memory of one training step (batch {B}, this process):")
     print(f"  tracemalloc (NumPy + Python allocations): {peak / 2**20:.0f} MiB")
     if hwm_ok and hwm is not None and rss_before is not None:
         print(f"  process peak RSS during the step - RSS before: {(hwm - rss_before) / 1024:.0f} MiB "
