@@ -198,8 +198,30 @@ def draw_priors(priors, feature_maps, boxes_per_location, image=None, location=N
                                    fill=False, edgecolor=PALETTE[n % len(PALETTE)], linewidth=1.5))
     for ax in axes.flat[len(blocks):]:
         ax.axis("off")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    # one legend for the figure: box n of a location is the same kind of box on every map
+    widest = max(range(len(blocks)), key=lambda m: (blocks[m].shape[2], -m))  # most boxes, smallest first
+    handles = [Rectangle((0, 0), 1, 1, fill=False, edgecolor=PALETTE[n % len(PALETTE)], linewidth=1.5)
+               for n in range(blocks[widest].shape[2])]
+    fig.legend(handles, prior_names(blocks[widest][0, 0]), loc="lower center", ncol=len(handles),
+               fontsize=8, frameon=False)
     return fig
+
+
+def prior_names(boxes):
+    """Names for the k default boxes of one location, in ``default_boxes`` order: the square
+    s_k, the square s'_k = sqrt(s_k s_k+1), then w:h of each aspect-ratio box (from its shape).
+
+    - boxes: (k, 4) centre form, the boxes of one location.
+    """
+    names = []
+    for n, (_, _, w, h) in enumerate(np.asarray(boxes, dtype=np.float64)):
+        if n < 2:
+            names.append(["square s_k", "square sqrt(s_k s_k+1)"][n])
+            continue
+        a = w / h
+        names.append(f"w:h {a:.0f}:1" if a >= 1 else f"w:h 1:{1 / a:.0f}")
+    return names
 
 
 def draw_matches(image, gt_boxes, priors, conf_t, gt_labels=None, class_names=None, ax=None,

@@ -122,3 +122,11 @@ def test_analysis_pictures(tmp_path):
     data = [(np.zeros((64, 64, 3), np.uint8), gt[0][0], gt[0][1])] * 3
     fig = viz.false_positive_grid(data, result["false_positives"])
     assert [t.get_text() for t in fig.axes[0].texts] == ["b 0.40"]
+
+
+def test_draw_priors_names_each_box_colour_in_a_legend():
+    config = PriorConfig.from_scales(64, (8, 4), s_min=0.2, s_max=0.6, aspect_ratios=((2, 3), (2,)))
+    fig = viz.draw_priors(default_boxes(config), config.feature_maps, config.boxes_per_location)
+    (legend,) = fig.legends
+    assert [t.get_text() for t in legend.get_texts()] == [
+        "square s_k", "square sqrt(s_k s_k+1)", "w:h 2:1", "w:h 1:2", "w:h 3:1", "w:h 1:3"]
