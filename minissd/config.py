@@ -22,6 +22,7 @@ import math
 import os
 from dataclasses import asdict, dataclass, fields
 
+from .data import dataset_spec
 from .data.augment import AUGMENTATIONS
 from .errors import ConfigError
 from .model import MODELS
@@ -121,8 +122,19 @@ def parse_args(argv=None):
     given = vars(parser.parse_args(argv))
     recipe = given.get("recipe") or default_recipe(given)
     cfg = TrainConfig(**{**RECIPES[recipe], **given, "recipe": recipe})
+    spec = dataset_spec(cfg.data, cfg.tiny_voc, cfg.voc_root)  # ConfigError for two dataset flags
+    if "out" not in given and "out" not in RECIPES[recipe] and spec != "tiny-voc":
+        cfg.out = default_out(spec)  # never the tiny-voc run's folder for another dataset
     check(cfg)
     return cfg
+
+
+def default_out(spec):
+    """runs/<the dataset's folder or file name>, e.g. voc:data/VOC2007 -> runs/VOC2007."""
+    path = spec.partition(":")[2] if ":" in spec else spec
+    path = path.split(",")[0].replace("{split}", "")
+    name = os.path.splitext(os.path.basename(os.path.normpath(path)))[0].strip("_-.") or "data"
+    return os.path.join("runs", name)
 
 
 def _flag(name):

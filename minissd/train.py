@@ -42,12 +42,7 @@ from .nn import SGD, Adam, Cosine, LinearWarmup, MultiStep
 from .step import LossConfig
 
 from .nn import set_batchnorm_group
-try:
-    from .workers import WorkerError, Workers
-except ImportError:  # pragma: no cover  TODO(A2): until helper A1's Workers lands
-    class WorkerError(RuntimeError):
-        pass
-    Workers = None
+from .workers import WorkerError, Workers
 
 WEIGHT_LIMIT = 1e6  # |value| of any weight or BatchNorm statistic beyond this: the run has blown up
                     # (a trained tiny SSD's largest is about 7)
@@ -67,17 +62,17 @@ def open_datasets(cfg):
 
 def make_model(cfg, train_set):
     """The network ``cfg`` names, for ``train_set``'s classes (``--input-size``, ``--fit-priors``)."""
-    options = {}
-    if cfg.input_size:
-        options["input_size"] = cfg.input_size
-    if cfg.fit_priors:
+    options = {"input_size": cfg.input_size} if cfg.input_size else {}
+    if cfg.fit_priors:  # default-box sizes that give nearly every training object a positive
         from .priors import fit_prior_scales
-        options["prior_scales"] = fit_prior_scales(train_set, input_size=cfg.input_size or None,
-                                                   iou_threshold=cfg.iou_threshold)
+        options["prior_scales"] = fit_prior_scales(train_set, iou_threshold=cfg.iou_threshold,
+                                                   model=cfg.model, input_size=cfg.input_size or None)
+        print("fitted default-box scales (s_k, s_k+1) per map: "
+              + ", ".join(f"({a:.3f}, {b:.3f})" for a, b in options["prior_scales"]))
     try:
         return build_model(cfg.model, len(train_set.classes), seed=cfg.seed, **options)
     except (TypeError, ValueError) as err:  # a size or scales the model family cannot take
-        raise ConfigError(f"--model {cfg.model}: {err}") from err
+        raise ConfigError(f"--model {cfg.model} --input-size {cfg.input_size}: {err}") from err
 
 
 def learning_rate_schedule(cfg, iters):

@@ -260,3 +260,26 @@ def test_resize_and_normalize_worked_example():
     assert chw.shape == (3, 8, 8) and chw.dtype == np.float32
     mean_only, _, _ = A.normalize(out, b, None, std=(1, 1, 1))
     np.testing.assert_allclose(mean_only[:, 0, 0], [0.325, -0.28, 0.47], atol=1e-4)
+
+
+def test_the_augmentations_registry_names_the_training_pipelines(rng):
+    from minissd.data.augment import AUGMENTATIONS, augmentation
+
+    assert set(AUGMENTATIONS) == {"ssd", "light", "none"}
+    image = rng.integers(0, 256, (40, 60, 3), dtype=np.uint8)
+    boxes = np.array([[0.1, 0.2, 0.5, 0.6]], np.float32)
+    labels = np.array([3])
+    # "none" is evaluation's resize + normalise: no randomness at all
+    a = augmentation("none", 32)(image, boxes, labels, np.random.default_rng(0))
+    b = A.eval_transform(32)(image, boxes, labels, None)
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], boxes)
+    # "light" recolours and may mirror, but never moves an object off its size: widths kept
+    for seed in range(10):
+        out, kept, _ = augmentation("light", 32)(image, boxes, labels, np.random.default_rng(seed))
+        assert out.shape == (3, 32, 32)
+        np.testing.assert_allclose(kept[:, 2] - kept[:, 0], boxes[:, 2] - boxes[:, 0], atol=1e-6)
+    # "ssd" is the paper's whole pipeline, with the zoom-out asked for
+    assert "expand" in repr(augmentation("ssd", 32, max_expand=2.0))
+    with pytest.raises(ValueError, match="unknown name 'mixup'"):
+        augmentation("mixup", 32)

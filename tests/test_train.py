@@ -4,6 +4,7 @@ where the run stopped; and what goes wrong never costs the last good checkpoint:
 loss, weights that blow up, a step worker that dies, any other error in the loop."""
 
 import json
+import multiprocessing
 import os
 import signal
 import subprocess
@@ -16,7 +17,7 @@ from minissd import step, train
 from minissd.checkpoint import read_checkpoint
 from minissd.data import make_tiny_voc
 from minissd.errors import ConfigError
-from minissd.model import SSD, SSDConfig
+from minissd.model import SSD, SSDConfig, build_model, model_config
 from minissd.priors import PriorConfig
 
 MINI = SSDConfig(
@@ -207,6 +208,49 @@ def test_a_dead_worker_stops_the_run_after_saving_the_last_good_state(voc, tmp_p
     last = capsys.readouterr().err.strip().splitlines()[-1]  # (the progress bar is above it)
     assert last.startswith("stopped: training worker 0 died") and "checkpoint of iteration 2 saved" in last
     assert iteration_saved(tmp_path) == 2
+
+
+def test_a_real_worker_killed_mid_run_stops_it_with_the_last_good_state_saved(voc, tmp_path, monkeypatch, capsys):
+    # two step processes (a batch of 4 in BatchNorm groups of 2); worker 1 is killed -9 just
+    # before the 3rd step: the run stops with exit status 1 and the state after 2 iterations
+    class KilledWorkers(train.Workers):
+        calls = 0
+
+        def forward_backward(self, *a, **kw):
+            KilledWorkers.calls += 1
+            if KilledWorkers.calls == 3:
+                os.kill(self._procs[1].pid, signal.SIGKILL)
+                self._procs[1].join(timeout=10)
+            return super().forward_backward(*a, **kw)
+
+    monkeypatch.setattr(train, "Workers", KilledWorkers)
+    assert train.main(args(voc, tmp_path, "--iters", "10", "--bn-group", "2", "--processes", "2")) == 1
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("stopped: ") and "checkpoint of iteration 2 saved" in last
+    assert iteration_saved(tmp_path) == 2
+    assert multiprocessing.active_children() == []  # no worker left behind
+
+
+def test_one_or_two_step_processes_train_the_same_weights(voc, tmp_path):
+    # the process count is a speed setting: BatchNorm groups of 2 either way (issue 13)
+    for n in (1, 2):
+        assert train.main(args(voc, tmp_path / str(n), "--iters", "3", "--bn-group", "2",
+                               "--processes", str(n))) == 0
+    a, b = weights(tmp_path / "1" / "checkpoint.npz"), weights(tmp_path / "2" / "checkpoint.npz")
+    for name in a:
+        np.testing.assert_allclose(a[name], b[name], rtol=1e-4, atol=1e-5, err_msg=name)
+
+
+def test_input_size_and_fitted_priors_are_saved_with_the_model(voc, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(train, "build_model", build_model)  # the real tiny family, at 64 px
+    assert train.main(args(voc, tmp_path, "--iters", "1", "--input-size", "64", "--fit-priors")) == 0
+    assert "fitted default-box scales" in capsys.readouterr().out
+    saved = read_checkpoint(tmp_path / "checkpoint.npz")[2]["extra"]["model_config"]
+    default = model_config("tiny", 64).to_dict()
+    assert saved["priors"]["image_size"] == 64
+    assert saved["priors"] != default["priors"]  # the fitted sizes, not the formula's
+    rebuilt = SSD(SSDConfig.from_dict(saved), 6)  # evaluate/detect rebuild exactly this network
+    assert rebuilt.num_priors == SSD(model_config("tiny", 64), 6).num_priors
 
 
 def test_any_error_in_the_loop_saves_first_and_keeps_its_traceback(voc, tmp_path, monkeypatch, capsys):

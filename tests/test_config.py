@@ -1,0 +1,116 @@
+"""minissd.config: every TrainConfig field is a flag; recipes are named and chosen only when
+asked; every value that cannot train is refused up front, naming its flag (issue 19 item 10)."""
+
+import pytest
+
+from minissd import config
+from minissd.config import RECIPES, TrainConfig, parse_args
+from minissd.data.augment import AUGMENTATIONS
+from minissd.errors import ConfigError
+from minissd.model import MODELS
+
+
+def test_flags_come_from_the_config():
+    cfg = parse_args(["--batch-size", "8", "--lr", "0.1", "--iters", "7", "--seed", "3"])
+    assert (cfg.batch_size, cfg.lr, cfg.iters, cfg.seed) == (8, 0.1, 7, 3)
+    assert parse_args(["--loader-threads", "0", "--processes", "1"]).loader_threads == 0
+    assert {f"--{f.replace('_', '-')}" for f in TrainConfig.__dataclass_fields__} >= {
+        "--bn-group", "--processes", "--loader-threads", "--recipe", "--data", "--input-size", "--fit-priors"}
+
+
+def test_no_flags_is_the_default_tiny_voc_run():
+    cfg = parse_args([])
+    assert cfg == TrainConfig(recipe="tiny-voc")  # the recipe is recorded by name
+    assert (cfg.model, cfg.iters, cfg.batch_size, cfg.lr, cfg.bn_group, cfg.iou_threshold) == (
+        "tiny", 3600, 16, 0.02, 8, 0.4)
+
+
+def test_the_papers_recipe_runs_only_when_asked_for():
+    # before: --voc-root silently switched to SSD300 for 120k iterations
+    voc = parse_args(["--voc-root", "/x"])
+    assert (voc.recipe, voc.model, voc.iters) == ("tiny-voc", "tiny", 3600)
+    paper = parse_args(["--recipe", "paper", "--voc-root", "/x"])
+    assert (paper.model, paper.lr, paper.schedule, paper.augment, paper.batch_size, paper.iters,
+            paper.iou_threshold, paper.max_expand) == ("ssd300", 1e-3, "step", "ssd", 32, 120_000, 0.5, 4.0)
+    assert parse_args(["--recipe", "paper", "--model", "tiny"]).model == "tiny"  # a flag wins over the recipe
+
+
+def test_another_dataset_gets_its_own_output_folder():
+    # never the default tiny-voc run's folder, whose checkpoint it would replace
+    assert parse_args([]).out == "runs/tiny-voc"
+    assert parse_args(["--voc-root", "/data/VOC2007"]).out == "runs/VOC2007"
+    assert parse_args(["--data", "coco:/d/ann_{split}.json,/d/img"]).out == "runs/ann"
+    assert parse_args(["--voc-root", "/data/VOC2007", "--out", "mine"]).out == "mine"
+    assert parse_args(["--recipe", "paper", "--voc-root", "/x"]).out == "runs/voc"
+
+
+def test_choices_come_from_the_registries():
+    assert config.CHOICES["model"] == tuple(MODELS) and config.CHOICES["augment"] == tuple(AUGMENTATIONS)
+    assert config.CHOICES["recipe"] == tuple(RECIPES)
+    for flag, value in (("--model", "resnet"), ("--augment", "mixup"), ("--device", "tpu"), ("--recipe", "x")):
+        with pytest.raises(ConfigError, match=f"{flag}"):
+            parse_args([flag, value])
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["--lr", "nan"], "--lr nan: must be a finite number"),
+    (["--lr", "inf"], "--lr inf: must be a finite number"),
+    (["--lr", "0"], "--lr 0.0: the learning rate must be > 0"),
+    (["--lr", "abc"], "--lr: invalid float value: 'abc'"),
+    (["--batch-size", "1"], "--batch-size 1: smaller than --bn-group 8"),
+    (["--batch-size", "12"], "--batch-size 12: not a multiple of --bn-group 8"),
+    (["--bn-group", "1", "--batch-size", "1"], "--bn-group 1: BatchNorm needs at least 2 images"),
+    (["--processes", "3"], "--processes 3: a batch of 16 holds 2 BatchNorm group(s) of 8: at most 2"),
+    (["--max-expand", "0.5"], "--max-expand 0.5: the zoom-out canvas is at least the image"),
+    (["--milestones", "abc"], "--milestones 'abc': expected comma-separated iterations"),
+    (["--milestones", "100,50"], "--milestones '100,50': iterations must be positive and increasing"),
+    (["--iters", "0"], "--iters 0: must be >= 1"),
+    (["--log-every", "0"], "--log-every 0: must be >= 1"),
+    (["--eval-images", "0"], "--eval-images 0: must be >= 1"),
+    (["--momentum", "1"], "--momentum 1.0: must be in [0, 1)"),
+    (["--iou-threshold", "0"], "--iou-threshold 0.0: must be in (0, 1]"),
+    (["--light-first", "1.5"], "--light-first 1.5: a fraction of the epochs"),
+    (["--grad-clip", "-1"], "--grad-clip -1.0: must be >= 0"),
+    (["--input-size", "-32"], "--input-size -32: must be > 0"),
+    (["--tiny-voc", "--voc-root", "/x"], "choose one of --data, --voc-root and --tiny-voc"),
+    (["--no-such-flag"], "unrecognized arguments: --no-such-flag"),
+])
+def test_bad_values_are_refused_up_front_naming_the_flag(argv, says):
+    with pytest.raises(ConfigError) as err:
+        parse_args(argv)
+    assert says in str(err.value)
+
+
+def test_good_edge_values_are_accepted():
+    assert parse_args(["--batch-size", "2", "--bn-group", "2"]).batch_size == 2
+    assert parse_args(["--iters", "0", "--epochs", "1.5"]).epochs == 1.5  # --epochs sets the length
+    assert parse_args(["--max-expand", "1", "--grad-clip", "0", "--light-first", "0"]).max_expand == 1
+    assert config.milestones(parse_args(["--schedule", "step", "--milestones", "80000, 100000"])) == (80000, 100000)
+
+
+def test_the_batch_must_fit_in_the_training_set():
+    cfg = TrainConfig(batch_size=16)
+    config.check_against_data(cfg, 16)  # exactly one batch: fine
+    with pytest.raises(ConfigError, match="--batch-size 16: the training set has only 15 image"):
+        config.check_against_data(cfg, 15)  # before: ZeroDivisionError (no whole batch)
+
+
+def test_step_processes_are_a_speed_setting_bounded_by_the_batchnorm_groups(monkeypatch):
+    monkeypatch.setattr(config, "cores", lambda: 4)
+    groups = {B: config.step_processes(TrainConfig(batch_size=B)) for B in (8, 16, 24, 64)}
+    assert groups == {8: 1, 16: 2, 24: 3, 64: 4}  # min(cores, batch / bn_group)
+    assert config.step_processes(TrainConfig(batch_size=64, processes=1)) == 1
+    assert config.step_processes(TrainConfig(batch_size=64, device="cuda")) == 1
+
+
+def test_iterations_from_epochs():
+    assert config.total_iters(TrainConfig(iters=7), 100) == 7
+    assert config.total_iters(TrainConfig(epochs=2.0, batch_size=16), 100) == 12  # round(200 / 16)
+
+
+def test_time_estimate_scales_with_work_and_processes():
+    cfg = TrainConfig()
+    one = config.estimate_seconds(cfg, 3600, 142e6, 1)
+    assert one == pytest.approx(3600 * 16 * 142e6 / config.MACS_PER_CORE_SECOND)
+    assert config.estimate_seconds(cfg, 3600, 142e6, 2) == pytest.approx(one / 2)
+    assert config.estimate_seconds(TrainConfig(device="cuda"), 3600, 142e6, 1) is None
