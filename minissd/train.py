@@ -132,15 +132,17 @@ def state_problem(model, optimizer):
 
 
 class StopRequest:
-    """Ctrl-C (SIGINT) and SIGTERM: before ``deferring`` is set, stop at once (nothing trained
-    yet, nothing to lose); after, set ``requested`` (the signal's name) for the loop to check
-    between iterations, so the checkpoint it then saves is never half-updated. A second signal
-    interrupts at once (KeyboardInterrupt)."""
+    """Ctrl-C (SIGINT) and SIGTERM. While ``deferring`` is set (the training loop), the first
+    one sets ``requested`` (the signal's name), which the loop checks between iterations, so
+    the checkpoint it then saves is never half-updated; a second one stops at once. Outside the
+    loop (nothing trained yet, or everything saved) a signal stops at once: KeyboardInterrupt,
+    which ``main`` turns into ``message``, one line."""
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self):
         self.requested, self.deferring, self._previous = "", False, {}
+        self.message = "interrupted before the first iteration: stopped, nothing to save"
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():  # only there can Python take signals
@@ -148,9 +150,13 @@ class StopRequest:
         return self
 
     def _handle(self, signum, frame):
-        if not self.deferring or self.requested:
-            raise KeyboardInterrupt
-        self.requested = signal.Signals(signum).name
+        if self.deferring and not self.requested:
+            self.requested = signal.Signals(signum).name
+            return
+        if self.requested:
+            self.message = ("interrupted a second time: stopped at once, without saving the current "
+                            "iteration; the last checkpoint written, if any, is kept")
+        raise KeyboardInterrupt
 
     def __exit__(self, *exc):
         for s, previous in self._previous.items():
@@ -197,8 +203,7 @@ def main(argv=None):
         try:
             return train(config.parse_args(argv), stop)
         except KeyboardInterrupt:
-            print("\ninterrupted before the first iteration finished (or a second time): stopped at "
-                  "once, nothing new saved", file=sys.stderr)
+            print(f"\n{stop.message}", file=sys.stderr)
             return 130
 
 
@@ -338,6 +343,9 @@ def train(cfg, stop):
         return 130 if stop.requested == "SIGINT" else 128 + signal.Signals[stop.requested].value
 
     # ---- final evaluation on the whole validation split, and the run's outputs -----------
+    stop.deferring = False  # the checkpoint is saved: Ctrl-C now stops at once
+    stop.message = (f"interrupted during the final evaluation: the checkpoint of iteration {done} is saved "
+                    f"({ckpt_path}); the same command with --resume evaluates it")
     t = time.perf_counter()
     result, detections = outputs.validate(model, val_set)
     profile["eval"] += time.perf_counter() - t

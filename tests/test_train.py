@@ -155,6 +155,22 @@ def test_ctrl_c_before_the_first_iteration_says_so_in_one_line(voc, tmp_path, mo
     assert not (tmp_path / "run").exists()  # no empty output folder left behind
 
 
+def test_ctrl_c_during_the_final_evaluation_stops_at_once_and_resume_evaluates(voc, tmp_path, monkeypatch, capsys):
+    real = train.outputs.validate
+
+    def validate_then_ctrl_c(*a, **kw):
+        os.kill(os.getpid(), signal.SIGINT)
+        return real(*a, **kw)
+
+    monkeypatch.setattr(train.outputs, "validate", validate_then_ctrl_c)
+    assert train.main(args(voc, tmp_path, "--iters", "3")) == 130
+    assert "interrupted during the final evaluation" in capsys.readouterr().err.strip().splitlines()[-1]
+    assert iteration_saved(tmp_path) == 3 and not (tmp_path / "metrics.json").exists()
+    monkeypatch.setattr(train.outputs, "validate", real)
+    assert train.main(args(voc, tmp_path, "--iters", "3", "--resume")) == 0
+    assert json.loads((tmp_path / "metrics.json").read_text())["iterations"] == 3
+
+
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(voc, tmp_path, monkeypatch, capsys):
     real_loss, calls = step.multibox_loss, []
 
