@@ -302,12 +302,13 @@ def _smooth(values, window=20):
     return (c[n] - c[lo]) / (n - lo)
 
 
-def plot_pr_curves(curves, class_names=None, ax=None, title=None):
+def plot_pr_curves(curves, class_names=None, ax=None, title=None, legend=True):
     """Precision/recall curves, one per class.
 
     - curves: sequence of (recall (K,), precision (K,)) pairs, one per class (None or empty
       arrays for a class with no detections), or a dict name -> pair.
     - class_names: names in the same order (ignored for a dict).
+    - legend: draw the legend beside the axes (never over the curves).
     - returns: the Axes.
     """
     ax = _new_ax(ax, figsize=(5, 4))
@@ -323,7 +324,7 @@ def plot_pr_curves(curves, class_names=None, ax=None, title=None):
     ax.set_xlabel("recall")
     ax.set_ylabel("precision")
     ax.grid(alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:
+    if legend and ax.get_legend_handles_labels()[0]:
         # beside the axes, so that it never hides a curve
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
     if title:
