@@ -135,3 +135,76 @@ def test_bad_arguments():
         DataLoader(Items(3), 0)
     with pytest.raises(ValueError, match="num_workers"):
         DataLoader(Items(3), 1, num_workers=-1)
+
+
+# ---- worker processes and the decode cache -----------------------------------------------------
+
+from PIL import Image  # noqa: E402
+
+from minissd.data.loader import DecodeCache, decode_reduced  # noqa: E402
+from minissd.errors import DatasetError  # noqa: E402
+
+
+def test_worker_processes_give_the_same_batches(tiny):
+    def epochs(**kw):
+        loader = DataLoader(tiny, 5, seed=1, transform=train_transform(48), **kw)
+        out = [list(loader), list(loader)]  # two epochs: the processes are kept between them
+        loader.close()
+        return out
+
+    ref = epochs()
+    got = epochs(num_workers=2, processes=True)
+    for ep_a, ep_b in zip(ref, got):
+        for (im_a, t_a), (im_b, t_b) in zip(ep_a, ep_b):
+            np.testing.assert_array_equal(im_a, im_b)
+            for (b_a, l_a), (b_b, l_b) in zip(t_a, t_b):
+                np.testing.assert_array_equal(b_a, b_b)
+                np.testing.assert_array_equal(l_a, l_b)
+
+
+def test_worker_process_error_reaches_the_caller():
+    loader = DataLoader(Items(20, fail_at=13), 4, shuffle=False, num_workers=2, transform=raw, processes=True)
+    with pytest.raises(ValueError, match="item 13 is broken"):
+        list(loader)
+    loader.close()
+
+
+def test_decode_cache_same_pixels_at_full_size_and_decodes_once(tiny):
+    cache = DecodeCache(tiny)
+    for i in (0, 3):
+        a, b = tiny[i], cache[i]
+        np.testing.assert_array_equal(a[0], b[0])
+        for x, y in zip(a[1:], b[1:]):
+            np.testing.assert_array_equal(x, y)
+    cache[0][0][...] = 0  # a caller writing into its image does not change the cache
+    assert cache[0][0].any()
+    assert len(cache._items) == 2
+    loader = DataLoader(cache, 4, seed=3, transform=train_transform(48))
+    ref = DataLoader(tiny, 4, seed=3, transform=train_transform(48))
+    np.testing.assert_array_equal(next(iter(loader))[0], next(iter(ref))[0])
+
+
+def test_decode_reduced_draft_and_sides(tmp_path):
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (400, 300, 3), dtype=np.uint8)).save(tmp_path / "a.jpg")
+    assert decode_reduced(tmp_path / "a.jpg").shape == (400, 300, 3)
+    assert decode_reduced(tmp_path / "a.jpg", 128).shape == (128, 128, 3)
+    assert decode_reduced(tmp_path / "a.jpg", 350).shape == (350, 300, 3)  # only the side above 350 shrinks
+    smooth = np.asarray(Image.fromarray(rng.integers(0, 255, (8, 6, 3), dtype=np.uint8)).resize((300, 400)))
+    Image.fromarray(smooth).save(tmp_path / "s.jpg", quality=95)
+    a, b = decode_reduced(tmp_path / "s.jpg", 100, draft=True), decode_reduced(tmp_path / "s.jpg", 100, draft=False)
+    assert np.abs(a.astype(int) - b).mean() < 3  # draft mode: nearly the same small image
+    (tmp_path / "bad.jpg").write_bytes(b"\xff\xd8 nope")
+    with pytest.raises(DatasetError, match="bad.jpg: corrupt image"):
+        decode_reduced(tmp_path / "bad.jpg", 100)
+
+
+def test_reduced_cache_keeps_boxes_and_drops_difficult_like_the_dataset(tiny):
+    cache = DecodeCache(VOCDataset(tiny.root, "train", keep_difficult=False), max_side=64)
+    ds = VOCDataset(tiny.root, "train", keep_difficult=False)
+    for i in range(3):
+        image, boxes, labels, difficult = cache[i]
+        assert max(image.shape[:2]) <= 64
+        np.testing.assert_array_equal(boxes, ds[i][1])
+        np.testing.assert_array_equal(labels, ds[i][2])
+        assert not difficult.any()

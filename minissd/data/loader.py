@@ -9,18 +9,32 @@ dataset item i in epoch e from ``default_rng([seed, e, i])``. No random state is
 between samples, so the batches are the same whatever the number of workers and whichever
 worker finishes first.
 
-Workers are threads. Decoding JPEGs, resizing (Pillow) and the large NumPy operations release
-the GIL, so a thread or two keeps the next batches ready while the main thread trains; threads
-need no pickling, start instantly and stop cleanly when a loop breaks early.
+Workers are threads by default. Decoding JPEGs, resizing (Pillow) and the large NumPy
+operations release the GIL, so a thread or two keeps the next batches ready while the main
+thread trains; threads need no pickling, start instantly and stop cleanly when a loop breaks
+early. ``processes=True`` runs the workers as processes instead (started once, with "spawn",
+and kept for later epochs until ``close()``): no GIL at all, at the price of pickling each
+batch back (B x 3 x S x S float32). Either way the batches are the same numbers.
+
+``DecodeCache(dataset, max_side)`` decodes each image once and keeps it in memory, reduced so
+that no side exceeds ``max_side`` (JPEGs through Pillow's draft mode, which decodes at 1/2,
+1/4 or 1/8 scale directly). Augmentation then works on small images: on 400x400 photos at a
+128 px input it is several times cheaper (docs/own-data.md has the measurements). Unlike the
+worker settings this changes the pixels a zoom-in crop sees, so it is a named setting.
 """
 
 from __future__ import annotations
 
 import math
-from concurrent.futures import ThreadPoolExecutor
+import multiprocessing
+import threading
+import weakref
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 
 import numpy as np
+from PIL import Image
 
+from ..errors import DatasetError
 from .augment import normalize
 
 
@@ -32,15 +46,18 @@ class DataLoader:
     - shuffle, seed: a new permutation each epoch, from (seed, epoch)
     - transform: f(image, boxes, labels, rng) -> (image (3, S, S) float32, boxes, labels), e.g.
       ``train_transform(300)``; None only normalises (the images must then share one size)
-    - num_workers: 0 loads in the calling thread; N > 0 uses N background threads, keeping
+    - num_workers: 0 loads in the calling thread; N > 0 uses N background workers, keeping
       up to ``prefetch * N`` batches in flight
+    - processes: the workers are processes, not threads (the dataset and each batch's
+      transform must pickle; ``close()`` stops them, as does the loader's garbage collection)
     - with_difficult: targets become (boxes, labels, difficult) triples (for evaluation)
 
     Each ``iter()`` is one epoch and advances ``self.epoch``; ``set_epoch`` replays an epoch.
+    ``transform`` may be changed between epochs (train's curriculum does).
     """
 
     def __init__(self, dataset, batch_size, shuffle=True, seed=0, transform=None, num_workers=0,
-                 drop_last=False, prefetch=2, with_difficult=False):
+                 drop_last=False, prefetch=2, with_difficult=False, processes=False):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if num_workers < 0:
@@ -54,7 +71,9 @@ class DataLoader:
         self.drop_last = drop_last
         self.prefetch = prefetch
         self.with_difficult = with_difficult
+        self.processes = processes
         self.epoch = 0
+        self._pool = None  # the worker processes, started by the first epoch that needs them
 
     def __len__(self):
         n = len(self.dataset) / self.batch_size
@@ -109,7 +128,51 @@ class DataLoader:
             for indices in batches:
                 yield self.load_batch(indices, epoch)
             return
-        yield from self._iter_threads(batches, epoch)
+        if self.processes:
+            yield from self._iter_processes(batches, epoch)
+        else:
+            yield from self._iter_threads(batches, epoch)
+
+    def close(self):
+        """Stop the worker processes (if any); a later epoch starts new ones."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+    def _window(self, submit, batches):
+        """Keep ``prefetch * num_workers`` batches in flight through ``submit``; yield them in order."""
+        pending = []  # futures, in batch order
+        ahead = max(1, self.prefetch * self.num_workers)
+        try:
+            todo = iter(batches)
+            for indices in todo:
+                pending.append(submit(indices))
+                if len(pending) >= ahead:
+                    break
+            while pending:
+                batch = pending.pop(0).result()  # re-raises a worker's exception here
+                for indices in todo:  # refill the window before handing the batch over
+                    pending.append(submit(indices))
+                    break
+                yield batch
+        finally:
+            for f in pending:
+                f.cancel()
+
+    def _iter_processes(self, batches, epoch):
+        """Batches from the worker processes: each task carries (indices, epoch, transform)."""
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(
+                self.num_workers, mp_context=multiprocessing.get_context("spawn"),
+                initializer=_start_worker, initargs=(self.dataset, self.seed, self.with_difficult))
+            weakref.finalize(self, self._pool.shutdown, wait=False, cancel_futures=True)
+        pool, transform = self._pool, self.transform
+        try:
+            yield from self._window(lambda idx: pool.submit(_worker_batch, idx, epoch, transform), batches)
+        except BaseException:
+            if getattr(pool, "_broken", False):  # a worker died: the next epoch starts new ones
+                self._pool = None
+            raise
 
     def _iter_threads(self, batches, epoch):
         """Keep a window of batches in flight on the pool; yield them in order.
@@ -119,21 +182,100 @@ class DataLoader:
         joined, so nothing keeps loading behind the caller's back.
         """
         pool = ThreadPoolExecutor(self.num_workers, thread_name_prefix="minissd-loader")
-        pending = []  # futures, in batch order
-        ahead = max(1, self.prefetch * self.num_workers)
         try:
-            todo = iter(batches)
-            for indices in todo:
-                pending.append(pool.submit(self.load_batch, indices, epoch))
-                if len(pending) >= ahead:
-                    break
-            while pending:
-                batch = pending.pop(0).result()  # re-raises a worker's exception here
-                for indices in todo:  # refill the window before handing the batch over
-                    pending.append(pool.submit(self.load_batch, indices, epoch))
-                    break
-                yield batch
+            yield from self._window(lambda idx: pool.submit(self.load_batch, idx, epoch), batches)
         finally:
-            for f in pending:
-                f.cancel()
             pool.shutdown(wait=True, cancel_futures=True)
+
+
+# ---- worker processes: one loader per process, made once from the pickled dataset -------------
+
+_WORKER = None
+
+
+def _start_worker(dataset, seed, with_difficult):
+    global _WORKER
+    _WORKER = DataLoader(dataset, 1, seed=seed, with_difficult=with_difficult)
+
+
+def _worker_batch(indices, epoch, transform):
+    _WORKER.transform = transform
+    return _WORKER.load_batch(indices, epoch)
+
+
+# ---- decoding once -------------------------------------------------------------------------
+
+def decode_reduced(path, max_side=None, draft=True):
+    """Decode an image to (H', W', 3) uint8 RGB with no side above ``max_side`` (None: as it is).
+
+    Each side larger than max_side is scaled to max_side on its own (the network's input is
+    square: the final resize changes the aspect anyway). With ``draft``, a JPEG is decoded
+    straight at the smallest of 1/1, 1/2, 1/4, 1/8 scale that is still at least that size, then
+    resized (bilinear, antialiased) the rest of the way.
+    """
+    try:
+        with Image.open(path) as im:
+            W, H = im.size
+            size = (W, H) if max_side is None else (min(W, max_side), min(H, max_side))
+            if draft and im.format == "JPEG" and size != (W, H):
+                im.draft("RGB", size)
+            im = im.convert("RGB")
+            if im.size != size:
+                im = im.resize(size, Image.BILINEAR)
+            return np.array(im)  # (H', W', 3) uint8
+    except Exception as e:  # Pillow raises several types for a corrupt file
+        raise DatasetError(f"{path}: corrupt image ({e})") from None
+
+
+class DecodeCache:
+    """A dataset whose images are decoded once (on first access) and kept in memory.
+
+    - dataset: a minissd dataset; with ``annotations`` (every minissd reader) the boxes come
+      from there and the image file is decoded here (draft mode); otherwise ``dataset[i]``
+    - max_side: None keeps every image as decoded (the same pixels: only faster); an int
+      reduces larger images so that no side exceeds it (``decode_reduced``): about the
+      network's input side, or 2x it to keep detail for zoom-in crops
+    - memory: N x H' x W' x 3 bytes (10,000 images at 128 px: 0.5 GB). Threads share one
+      cache; each worker process would fill its own
+    ``ds[i]``, ``classes``, ``ids``, ``annotations`` as the dataset's.
+    """
+
+    def __init__(self, dataset, max_side=None, draft=True):
+        self.dataset, self.max_side, self.draft = dataset, max_side, draft
+        self.classes, self.ids = dataset.classes, dataset.ids
+        self.annotations = getattr(dataset, "annotations", None)
+        self._items = {}
+        self._lock = threading.Lock()
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, i):
+        item = self._items.get(i)
+        if item is None:
+            item = self._load(i)
+            with self._lock:
+                self._items[i] = item
+        image, boxes, labels, difficult = item
+        return image.copy(), boxes, labels, difficult  # augmentation may write into the image
+
+    def _load(self, i):
+        r = self.annotations[i] if self.annotations is not None else None
+        if r is None or not hasattr(r, "image_path"):
+            image, boxes, labels, difficult = self.dataset[i]
+            if self.max_side is not None and max(image.shape[:2]) > self.max_side:
+                H, W = image.shape[:2]
+                image = np.array(Image.fromarray(image).resize((min(W, self.max_side), min(H, self.max_side)),
+                                                               Image.BILINEAR))
+            return image, boxes, labels, difficult
+        from .voc import load_image  # the reader's own errors for a corrupt file
+
+        image = decode_reduced(r.image_path, self.max_side, self.draft) if self.max_side else load_image(r.image_path)
+        keep = slice(None) if getattr(self.dataset, "keep_difficult", True) else ~r.difficult
+        return image, r.boxes[keep], r.labels[keep], r.difficult[keep]
+
+    def fill(self, threads=2):
+        """Decode every image now (in ``threads`` threads: decoding releases the GIL)."""
+        with ThreadPoolExecutor(max(1, threads)) as pool:
+            list(pool.map(self.__getitem__, range(len(self))))
+        return self
