@@ -233,3 +233,65 @@ def test_concat_dataset_reads_parts_in_order(voc):
         both[3]
     with pytest.raises(ValueError, match="labels would not agree"):
         ConcatDataset([VOCDataset(FIXTURE, "train"), VOCDataset(FIXTURE, "train", classes=["dog", "person", "aeroplane"])])
+
+
+# ---- issue 19: a byte-order mark, inf in a number, a JPEG cut short that still ends well ----------
+
+def test_split_file_with_a_byte_order_mark(voc):
+    split = voc / "ImageSets" / "Main" / "train.txt"
+    split.write_bytes(b"\xef\xbb\xbf" + split.read_bytes())  # as Notepad saves "UTF-8"
+    assert VOCDataset(voc, "train").ids == ["000001", "000002"]  # not "\ufeff000001" missing
+    (voc / "classes.txt").write_bytes(b"\xef\xbb\xbf" + "\n".join(VOC_CLASSES).encode() + b"\n")
+    assert VOCDataset(voc, "train").classes == list(VOC_CLASSES)
+
+
+@pytest.mark.parametrize("tag, value", [("width", "inf"), ("height", "-inf"), ("width", "nan"),
+                                        ("xmax", "inf"), ("ymin", "1e999")])
+def test_non_finite_numbers_are_named(voc, tag, value):
+    xml = voc / "Annotations" / "000001.xml"
+    text = xml.read_text()
+    start = text.index(f"<{tag}>")
+    end = text.index(f"</{tag}>", start)
+    xml.write_text(text[:start] + f"<{tag}>{value}" + text[end:])  # OverflowError before
+    expect_error(voc, "train", "000001.xml", f"<{tag}> is {value!r}, not a finite number")
+
+
+def _jpeg(image, **options):
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="JPEG", quality=90, **options)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("progressive", [False, True])
+def test_a_jpeg_cut_short_that_still_ends_with_its_marker_is_refused(tmp_path, progressive):
+    # Real bytes: a noisy 240x320 photo-like image, its data cut short and the end-of-image
+    # marker put back. libjpeg decodes the missing part as grey 128 without a word.
+    rng = np.random.default_rng(0)
+    image = (rng.random((240, 320, 3)) * 255).astype(np.uint8)
+    data = _jpeg(image, progressive=progressive)
+    keep = 0.6 if not progressive else 0.02  # progressive: cut inside the first (DC) scan
+    path = tmp_path / "cut.jpg"
+    path.write_bytes(data[:int(len(data) * keep)] + b"\xff\xd9")
+    from PIL import Image
+
+    grey = np.array(Image.open(path).convert("RGB"))  # what Pillow gives silently
+    assert np.all(grey[-8:, -8:] == 128)
+    with pytest.raises(DatasetError, match="cut.jpg: JPEG is truncated"):
+        load_image(path)
+    path.write_bytes(data)  # the whole file loads
+    assert load_image(path).shape == (240, 320, 3)
+
+
+def test_a_complete_jpeg_that_really_ends_in_grey_loads(tmp_path):
+    # The cheap trigger (grey bottom-right corner) is confirmed before refusing: a genuine
+    # image with a mid-grey corner is decoded a second time and accepted.
+    image = np.full((48, 64, 3), 128, np.uint8)
+    image[:16] = np.random.default_rng(1).integers(0, 256, (16, 64, 3))
+    path = tmp_path / "grey.jpg"
+    path.write_bytes(_jpeg(image))
+    out = load_image(path)
+    assert out.shape == (48, 64, 3) and np.all(out[-2:, -2:] == 128)

@@ -20,6 +20,7 @@ and the whole image maps to [0, 1] exactly.
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import warnings
@@ -75,7 +76,7 @@ def read_classes(root) -> list[str] | None:
     path = Path(root) / CLASSES_FILE
     if not path.exists():
         return None
-    names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    names = [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines()]
     names = [n for n in names if n]
     if not names or len(set(names)) != len(names):
         raise DatasetError(f"{path}: expected distinct class names, one per line, got {names!r}")
@@ -110,11 +111,15 @@ def _text(node, tag, path, default=None):
 
 
 def _number(node, tag, path, kind=float, default=None):
+    """The finite number in child ``tag`` (an int for kind=int); DatasetError naming the tag."""
     text = _text(node, tag, path, default=None if default is None else str(default))
     try:
-        return kind(float(text)) if kind is int else kind(text)
+        value = float(text)
     except ValueError:
         raise DatasetError(f"{path}: <{tag}> is {text!r}, not a number") from None
+    if not np.isfinite(value):
+        raise DatasetError(f"{path}: <{tag}> is {text!r}, not a finite number")
+    return int(value) if kind is int else kind(value)
 
 
 def _flag(node, tag, path):
@@ -206,12 +211,50 @@ def check_image_file(path, width, height):
 
 
 def load_image(path) -> np.ndarray:
-    """Decode a JPEG to (H, W, 3) uint8 RGB (grey images are expanded to three channels)."""
+    """Decode an image file to (H, W, 3) uint8 RGB (grey images are expanded to three channels).
+
+    Raises DatasetError naming the file when it does not decode, or when it is a JPEG cut
+    short that still ends with an end-of-image marker (``_cut_short``): libjpeg fills what is
+    missing with grey and says nothing, and Pillow passes that on.
+    """
     try:
         with Image.open(path) as im:
-            return np.array(im.convert("RGB"))  # (H, W, 3) uint8, writeable (asarray's is not)
+            fmt = im.format
+            image = np.array(im.convert("RGB"))  # (H, W, 3) uint8, writeable (asarray's is not)
     except Exception as e:
         raise DatasetError(f"{path}: corrupt image ({e})") from None
+    if fmt == "JPEG" and _cut_short(path, image):
+        raise DatasetError(f"{path}: JPEG is truncated (its image data ends early; the rest "
+                           "would decode as grey)")
+    return image
+
+
+# Bytes put before the end-of-image marker to tell a complete JPEG from a cut one; no 0xFF
+# (which would start a marker), fixed so that the check is deterministic.
+_PROBE = bytes(np.random.default_rng(0).integers(0, 255, 2048, dtype=np.uint8))
+
+
+def _cut_short(path, image) -> bool:
+    """True when the JPEG at ``path`` (decoded as ``image``) lost part of its image data.
+
+    When the entropy-coded data stops early, libjpeg decodes every missing block as mid-grey
+    (all coefficients 0: RGB 128, 128, 128), so a cut image always ends, bottom right, in
+    that grey. Only when it does (rare in a real photo) is the file decoded a second time with
+    extra bytes put just before its end-of-image marker: a complete image has already
+    decoded every block and ignores them, a cut one decodes them as image data and changes.
+    """
+    if not np.all(image[-2:, -2:] == 128):
+        return False
+    data = Path(path).read_bytes()
+    end = data.rfind(b"\xff\xd9")
+    if end < 0:
+        return False  # check_image_file reports a missing marker
+    try:
+        with Image.open(io.BytesIO(data[:end] + _PROBE + data[end:])) as im:
+            probed = np.array(im.convert("RGB"))
+    except Exception:
+        return True  # the extra bytes were read as image data, and did not decode
+    return not np.array_equal(probed, image)
 
 
 class VOCDataset:
@@ -250,7 +293,9 @@ class VOCDataset:
         if not split_file.exists():
             raise DatasetError(f"{split_file}: split file is missing (no split {split!r} under {self.root})")
         # VOC's split files hold one id per line; the per-class files add " 1"/"-1": keep the id.
-        ids = [line.split()[0] for line in split_file.read_text().splitlines() if line.strip()]
+        # utf-8-sig: a split file saved by an editor that writes a byte-order mark reads the same
+        ids = [line.split()[0] for line in split_file.read_text(encoding="utf-8-sig").splitlines()
+               if line.strip()]
 
         class_index = {name: k + 1 for k, name in enumerate(self.classes)}
         self.annotations: list[Annotation] = []
