@@ -12,7 +12,7 @@ Every field of ``TrainConfig`` is a flag of ``python -m minissd.train`` (``batch
 
 ``check(cfg)`` refuses, before anything runs, every value that cannot train (a ConfigError
 naming the flag); ``check_against_data`` does the same for what needs the dataset's size.
-Speed settings (``processes``, ``loader_threads``, ``device``) never change the numbers a run
+Speed settings (``processes``, ``loader_threads``, ``loader_processes``, ``device``) never change the numbers a run
 computes; what changes the maths (``bn_group``, the matching threshold, the recipe) is a field
 here, saved in the checkpoint and metrics.json.
 """
@@ -41,6 +41,8 @@ class TrainConfig:
     train_split: str = "train"
     val_split: str = "val"
     loader_threads: int = 1  # background threads preparing batches (0: in the training thread)
+    loader_processes: int = 0  # > 0: this many background processes instead of the threads (no GIL)
+    decode_cache: int = 0    # > 0: decode each training image once, kept in memory, sides <= this (pixels)
     augment: str = "ssd"     # a name in minissd.data.augment.AUGMENTATIONS: "ssd" (the paper's), "light", "none"
     light_first: float = 0.7 # with "ssd": the first this fraction of the epochs use "light" (a curriculum)
     max_expand: float = 2.0  # zoom-out: canvas up to this many times the image (paper: 4, at 300 px)
@@ -167,6 +169,8 @@ def check(cfg):
     need(cfg.eval_every >= 0, "eval_every", "must be >= 0 (0: only at the end)")
     need(cfg.eval_images >= 1, "eval_images", "must be >= 1")
     need(cfg.loader_threads >= 0, "loader_threads", "must be >= 0 (0: in the training thread)")
+    need(cfg.loader_processes >= 0, "loader_processes", "must be >= 0 (0: threads)")
+    need(cfg.decode_cache >= 0, "decode_cache", "must be >= 0 (0: off)")
     need(cfg.processes >= 0, "processes", "must be >= 0 (0: as many as the cores and the batch allow)")
     need(cfg.input_size >= 0, "input_size", "must be > 0 (or 0: the model's own)")
     need(cfg.bn_group >= 2, "bn_group", "BatchNorm needs at least 2 images per group")

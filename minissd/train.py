@@ -34,7 +34,7 @@ from tqdm import tqdm
 from . import cli, config, outputs, step
 from .checkpoint import load_checkpoint, remove_stale_temporaries, save_checkpoint
 from .data.augment import augmentation
-from .data.loader import DataLoader
+from .data.loader import DataLoader, DecodeCache
 from .errors import ConfigError
 from .model import build_model
 from .model.summary import layer_table
@@ -64,11 +64,16 @@ def make_model(cfg, train_set):
     """The network ``cfg`` names, for ``train_set``'s classes (``--input-size``, ``--fit-priors``)."""
     options = {"input_size": cfg.input_size} if cfg.input_size else {}
     if cfg.fit_priors:  # default-box sizes that give nearly every training object a positive
-        from .priors import fit_prior_scales
+        from .model import model_config
+        from .priors import fit_prior_scales, prior_coverage
         options["prior_scales"] = fit_prior_scales(train_set, iou_threshold=cfg.iou_threshold,
                                                    model=cfg.model, input_size=cfg.input_size or None)
-        print("fitted default-box scales (s_k, s_k+1) per map: "
-              + ", ".join(f"({a:.3f}, {b:.3f})" for a, b in options["prior_scales"]))
+        before = prior_coverage(train_set, model_config(cfg.model, cfg.input_size or None).priors, cfg.iou_threshold)[0]
+        after = prior_coverage(train_set, model_config(cfg.model, cfg.input_size or None,
+                                                       options["prior_scales"]).priors, cfg.iou_threshold)[0]
+        print(f"fitted default-box scales (s_k, t_k) per map: "
+              + ", ".join(f"({a:.3f}, {b:.3f})" for a, b in options["prior_scales"])
+              + f"; training objects with a default box at IoU >= {cfg.iou_threshold}: {before:.0%} -> {after:.0%}")
     try:
         return build_model(cfg.model, len(train_set.classes), seed=cfg.seed, **options)
     except (TypeError, ValueError) as err:  # a size or scales the model family cannot take
@@ -234,8 +239,10 @@ def train(cfg, stop):
         start, history = meta["iteration"], meta["extra"]["history"]
         print(f"resumed from {ckpt_path} at iteration {start} of {iters}"
               + (": no training left, evaluating" if start >= iters else ""))
-    loader = DataLoader(train_set, batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed,
-                        num_workers=cfg.loader_threads, drop_last=True)
+    if cfg.decode_cache:  # augmentation then works on small images (docs/own-data.md)
+        train_set = DecodeCache(train_set, max_side=cfg.decode_cache)
+    loader = DataLoader(train_set, batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed, drop_last=True,
+                        num_workers=cfg.loader_processes or cfg.loader_threads, processes=cfg.loader_processes > 0)
     batches = endless(loader, start, augmentation_schedule(cfg, model.config, iters / len(loader)))
     processes = config.step_processes(cfg)
     print_start(cfg, model, train_set, val_set, iters, processes)
@@ -249,6 +256,7 @@ def train(cfg, stop):
     profile = dict.fromkeys(("data", "match", "forward", "loss", "backward", "optimizer", "eval"), 0.0)
     done, fault, failure = start, "", ""  # fault: the weights cannot be trusted; failure: a worker's
     with ExitStack() as running:
+        running.callback(loader.close)  # ends the loader's processes, if any (after the generator)
         running.callback(batches.close)  # stops the loader's threads
         # where steps 2 and 3 run: here, in worker processes (whole BatchNorm groups each, the
         # gradients summed into model's .grad), or on the GPU (the weights stay there)

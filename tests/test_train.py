@@ -269,6 +269,18 @@ def test_input_size_and_fitted_priors_are_saved_with_the_model(voc, tmp_path, mo
     assert rebuilt.num_priors == SSD(model_config("tiny", 64), 6).num_priors
 
 
+def test_loader_processes_and_the_decode_cache_train_like_threads(voc, tmp_path):
+    # loader processes are a speed setting: the same batches, so the same weights
+    assert train.main(args(voc, tmp_path / "threads", "--iters", "2")) == 0
+    assert train.main(args(voc, tmp_path / "procs", "--iters", "2", "--loader-processes", "1")) == 0
+    a, b = weights(tmp_path / "threads" / "checkpoint.npz"), weights(tmp_path / "procs" / "checkpoint.npz")
+    for name in a:
+        np.testing.assert_allclose(a[name], b[name], rtol=1e-5, atol=1e-6, err_msg=name)
+    assert multiprocessing.active_children() == []
+    assert train.main(args(voc, tmp_path / "cache", "--iters", "2", "--decode-cache", "64")) == 0
+    assert json.loads((tmp_path / "cache" / "metrics.json").read_text())["config"]["decode_cache"] == 64
+
+
 def test_any_error_in_the_loop_saves_first_and_keeps_its_traceback(voc, tmp_path, monkeypatch, capsys):
     def bug():
         raise RuntimeError("a bug in the step")
