@@ -6,9 +6,12 @@ Conventions (DESIGN.md):
 - an encoded box is the offset of a box from a default box (prior), in units of the prior's
   size divided by the variances (0.1, 0.2) (Liu et al. 2016, eq. 2 and the released code).
 
-The scalar IoU ``_box_iou`` is written once as plain Python and compiled twice: by
-``njit`` here, and by ``cuda.jit(device=True)`` in ``minissd.cuda.boxes``.
+The scalar IoU ``_box_iou`` and the encode/decode row loops (``_encode_rows``,
+``_decode_rows``) are written once and compiled twice: by ``njit`` here, and by
+``cuda.jit(device=True)`` in ``minissd.cuda.boxes``.
 """
+
+import math
 
 import numpy as np
 from numba import njit
@@ -131,6 +134,10 @@ def iou(a, b):
 
 # ---- encode / decode against the default boxes ---------------------------------------------
 
+# The two row loops are written once and compiled twice: by ``njit`` here, and, from their
+# ``.py_func``, by ``cuda.jit(device=True)`` in minissd.cuda.boxes, whose kernels run them on
+# one row per step of a grid-stride loop (``math.log``, ``math.exp``: both compilers know them).
+
 @njit(cache=True, nogil=True)
 def _encode_rows(matched, priors, v0, v1, out):
     """Encode row by row: ``out[p]`` is box ``matched[p]`` (corner) seen from ``priors[p]`` (centre).
@@ -146,12 +153,12 @@ def _encode_rows(matched, priors, v0, v1, out):
         h = matched[p, 3] - matched[p, 1]
         out[p, 0] = (cx - pcx) / (v0 * pw)
         out[p, 1] = (cy - pcy) / (v0 * ph)
-        out[p, 2] = np.log(w / pw) / v1
-        out[p, 3] = np.log(h / ph) / v1
+        out[p, 2] = math.log(w / pw) / v1
+        out[p, 3] = math.log(h / ph) / v1
     # [/assignment]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _decode_rows(loc, priors, v0, v1, out):
     """Decode row by row, the inverse of ``_encode_rows``: ``out[p]`` is corner form.
 
@@ -162,8 +169,8 @@ def _decode_rows(loc, priors, v0, v1, out):
         pcx, pcy, pw, ph = priors[p, 0], priors[p, 1], priors[p, 2], priors[p, 3]
         cx = pcx + loc[p, 0] * v0 * pw
         cy = pcy + loc[p, 1] * v0 * ph
-        w = pw * np.exp(loc[p, 2] * v1)
-        h = ph * np.exp(loc[p, 3] * v1)
+        w = pw * math.exp(loc[p, 2] * v1)
+        h = ph * math.exp(loc[p, 3] * v1)
         out[p, 0] = cx - w / 2
         out[p, 1] = cy - h / 2
         out[p, 2] = cx + w / 2

@@ -13,25 +13,45 @@ Every function returns the gradients next to the values (no autograd here): ``dl
 ``dconf`` go straight into ``SSD.backward``.
 """
 
+import math
+
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 
 # ---- the two per-prior losses ----------------------------------------------------------------
+
+def _smooth_l1(x):
+    """Smooth L1 of one difference x and its derivative, plain scalars (compiled for the CPU here
+    and for the GPU in minissd.cuda.loss): (0.5 x^2, x) where |x| < 1, else (|x| - 0.5, sign(x))."""
+    if abs(x) < 1:
+        return 0.5 * x * x, x
+    return abs(x) - 0.5, (1.0 if x > 0 else -1.0)
+
+
+_smooth_l1_cpu = njit(cache=True)(_smooth_l1)
+
+
+@njit(cache=True, nogil=True)
+def _smooth_l1_loop(x, loss, grad):
+    """loss[i], grad[i] = _smooth_l1(x[i]) for flat arrays."""
+    for i in range(x.shape[0]):
+        loss[i], grad[i] = _smooth_l1_cpu(x[i])
+
 
 def smooth_l1(x):
     """Smooth L1 (Huber with beta = 1), elementwise, and its derivative.
 
     - x: any shape, float; the difference prediction - target.
     - returns (loss, grad), both shaped like x: loss = 0.5 x^2 where |x| < 1, else |x| - 0.5;
-      grad = x where |x| < 1, else sign(x).
+      grad = x where |x| < 1, else sign(x) (``_smooth_l1``, one number at a time).
     Quadratic near 0 (smooth gradient for small errors), linear far away (no exploding
     gradient for outliers): Girshick, Fast R-CNN 2015, eq. 3.
     """
     x = np.asarray(x)
-    small = np.abs(x) < 1
-    loss = np.where(small, 0.5 * x * x, np.abs(x) - 0.5)
-    grad = np.where(small, x, np.sign(x))
+    x = np.ascontiguousarray(x, dtype=x.dtype if x.dtype.kind == "f" else np.float64)
+    loss, grad = np.empty_like(x), np.empty_like(x)
+    _smooth_l1_loop(x.reshape(-1), loss.reshape(-1), grad.reshape(-1))
     return loss, grad
 
 
@@ -62,45 +82,65 @@ def softmax_cross_entropy(logits, labels):
     return loss, grad
 
 
-@njit(cache=True, parallel=True)
+def _log_sum_exp_row(conf, b, p):
+    """log(sum_k exp(conf[b, p, k])), stable: the largest logit m is taken out first,
+    log sum exp(c) = m + log sum exp(c - m), so no exponent exceeds 0; the sum in float64.
+    Plain Python, compiled for the CPU here and for the GPU (the loss and detect's softmax)."""
+    K = conf.shape[2]
+    m = conf[b, p, 0]
+    for k in range(1, K):
+        m = max(m, conf[b, p, k])
+    s = 0.0
+    for k in range(K):
+        s += math.exp(conf[b, p, k] - m)
+    return m + math.log(s)
+
+
+_log_sum_exp_row_cpu = njit(cache=True)(_log_sum_exp_row)
+
+
+@njit(cache=True, nogil=True)
 def _log_sum_exp(conf, out):
-    """``out[b, p] = log(sum_k exp(conf[b, p, k]))``, stable (one image per thread).
+    """``out[b, p] = log(sum_k exp(conf[b, p, k]))``, stable (``_log_sum_exp_row``).
 
     - conf: (B, P, K) float; out: (B, P), written.
-    The largest logit m is taken out first, log sum exp(c) = m + log sum exp(c - m), so no
-    exponent exceeds 0. A Numba loop: NumPy's reductions over a short last axis (K = 21)
-    are slow, and this is the step that touches every logit of the batch.
+    A Numba loop: NumPy's reductions over a short last axis (K = 21) are slow, and this is
+    the step that touches every logit of the batch.
     """
     B, P, K = conf.shape
-    for b in prange(B):
+    for b in range(B):
         for p in range(P):
-            m = conf[b, p, 0]
-            for k in range(1, K):
-                m = max(m, conf[b, p, k])
-            s = 0.0
-            for k in range(K):
-                s += np.exp(conf[b, p, k] - m)
-            out[b, p] = m + np.log(s)
+            out[b, p] = _log_sum_exp_row_cpu(conf, b, p)
 
 
-@njit(cache=True, parallel=True)
+def _softmax_grad_row(conf, lse, conf_t, mask, scale, dconf, b, p):
+    """Row (b, p) of ``_softmax_grad``: (softmax - onehot(label)) * scale on the mask, else 0.
+    Plain Python, compiled for the CPU here and for the GPU in minissd.cuda.loss."""
+    K = conf.shape[2]
+    if mask[b, p]:
+        for k in range(K):
+            dconf[b, p, k] = math.exp(conf[b, p, k] - lse[b, p]) * scale  # softmax
+        dconf[b, p, conf_t[b, p]] -= scale  # - onehot(label)
+    else:
+        for k in range(K):
+            dconf[b, p, k] = 0.0
+
+
+_softmax_grad_row_cpu = njit(cache=True)(_softmax_grad_row)
+
+
+@njit(cache=True, nogil=True)
 def _softmax_grad(conf, lse, conf_t, mask, scale, dconf):
     """Gradient of ``scale * sum over the mask of cross-entropy``: (softmax - onehot) * scale.
 
     - conf: (B, P, K) logits; lse: (B, P) their log-sum-exp; conf_t: (B, P) labels;
     - mask: (B, P) bool, the rows in the loss; scale: 1 / N;
-    - dconf: (B, P, K), written: 0 on the rows outside the mask.
+    - dconf: (B, P, K), written: 0 on the rows outside the mask (``_softmax_grad_row``).
     """
     B, P, K = conf.shape
-    for b in prange(B):
+    for b in range(B):
         for p in range(P):
-            if mask[b, p]:
-                for k in range(K):
-                    dconf[b, p, k] = np.exp(conf[b, p, k] - lse[b, p]) * scale  # softmax
-                dconf[b, p, conf_t[b, p]] -= scale  # - onehot(label)
-            else:
-                for k in range(K):
-                    dconf[b, p, k] = 0.0
+            _softmax_grad_row_cpu(conf, lse, conf_t, mask, scale, dconf, b, p)
 
 
 # ---- hard negative mining --------------------------------------------------------------------
@@ -168,9 +208,9 @@ def _hardest_negatives_threshold(bg_loss, conf_t, k):
     return t, above
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True)
 def _mine(bg_loss, conf_t, neg_pos_ratio, mask):
-    """Mark, per image, the positives and the hardest negatives (one image per thread).
+    """Mark, per image, the positives and the hardest negatives.
 
     - bg_loss: (B, P) float, -log softmax(conf)[background]; conf_t: (B, P) int64;
     - neg_pos_ratio: float; mask: (B, P) bool, written.
@@ -180,7 +220,7 @@ def _mine(bg_loss, conf_t, neg_pos_ratio, mask):
     """
     # [assignment hard_negative_mining] Per image: k = min(ratio * positives, negatives); keep positives plus the k negatives with the largest bg_loss (ties: lower index first).
     B, P = conf_t.shape
-    for b in prange(B):
+    for b in range(B):
         num_pos = 0
         for p in range(P):
             mask[b, p] = conf_t[b, p] > 0

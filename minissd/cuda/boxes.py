@@ -3,19 +3,18 @@
 Conventions are those of ``minissd.boxes`` (corner form for boxes, centre form for priors,
 variances (0.1, 0.2)). Each kernel is its CPU twin with the loops handed to the threads:
 
-- ``iou_kernel``    <- ``boxes._iou_matrix``: the two loops over (i, j) become a 2-D grid,
-                       and the scalar IoU is the very same Python function, ``boxes._box_iou``,
-                       compiled a second time, for the GPU;
-- ``encode_kernel`` <- ``boxes._encode_rows``, ``decode_kernel`` <- ``boxes._decode_rows``:
-                       ``for p in range(P)`` becomes the grid-stride loop.
+- ``_iou_matrix_kernel`` <- ``boxes._iou_matrix``: the two loops over (i, j) become a 2-D
+  grid, and the scalar IoU is the very same Python function, ``boxes._box_iou``, compiled a
+  second time, for the GPU;
+- ``_encode_rows_kernel`` <- ``boxes._encode_rows``, ``_decode_rows_kernel`` <-
+  ``boxes._decode_rows``: the CPU row loops themselves, compiled for the GPU, each thread
+  running them on its rows of the grid-stride loop one row at a time.
 
 The host wrappers ``iou``, ``encode`` and ``decode`` have the CPU functions' names and
 signatures. NumPy arrays in -> NumPy arrays out (they are checked as the CPU functions check
 them, copied to the GPU and back); device arrays in -> device arrays out, unchecked and
 without a copy, which is how a training step stays on the GPU.
 """
-
-import math
 
 import numpy as np
 
@@ -33,8 +32,8 @@ TILE_2D = (32, 8)  # threads per block of the 2-D kernels: x (32, one warp) runs
 # ---- intersection over union ---------------------------------------------------------------
 
 @cuda.jit
-def iou_kernel(a, bt, out):
-    """One thread per pair: ``out[i, j]`` = IoU of box ``a[i]`` and box ``j`` of ``bt``.
+def _iou_matrix_kernel(a, bt, out):
+    """One thread per pair: ``out[i, j]`` = IoU of box ``a[i]`` and box ``j`` of ``bt``; twin of ``_iou_matrix``.
 
     - a: (N, 4) corner form; bt: (4, M) corner form stored transposed, as in the CPU twin;
     - out: (N, M), written in place.
@@ -66,7 +65,7 @@ def iou(a, b):
     bt_d = on_device(np.asarray(b).T, dtype) if host else _transpose(on_device(b, dtype))  # (4, M)
     out = cuda.device_array((a.shape[0], b.shape[0]), dtype=dtype)  # (N, M)
     blocks, threads = _grid_2d(a.shape[0], b.shape[0])
-    iou_kernel[blocks, threads](a_d, bt_d, out)
+    _iou_matrix_kernel[blocks, threads](a_d, bt_d, out)
     return on_host(out, host)
 
 
@@ -87,54 +86,45 @@ def _transpose(x):
 
 # ---- encode / decode against the default boxes ---------------------------------------------
 
+_encode_rows_gpu = cuda.jit(device=True)(cpu._encode_rows.py_func)  # the CPU's row loops, compiled
+_decode_rows_gpu = cuda.jit(device=True)(cpu._decode_rows.py_func)  # for the GPU
+
+
 @cuda.jit
-def encode_kernel(matched, priors, v0, v1, out):
+def _encode_rows_kernel(matched, priors, v0, v1, out):
     """``out[p]`` is box ``matched[p]`` (corner) seen from its prior (centre); twin of ``_encode_rows``.
 
     - matched: (R, 4) corner, R = B * P: the rows of B images one after another (B = 1 for
-      ``encode``); priors: (P, 4) centre; out: (R, 4), written in place.
-    The body is the CPU loop's, with ``math.log`` for ``np.log`` and row ``p`` reading prior
-    ``p % P`` so that a whole batch is one launch.
+      ``encode``); priors: (P, 4) centre, prior p % P for row p; out: (R, 4), written in place.
+    The body is the CPU function itself (``boxes._encode_rows``, compiled for the GPU), run
+    on one row at a time of the grid-stride loop: thread t does rows t, t + T, ...
     """
     start = cuda.grid(1)
     stride = cuda.gridsize(1)
+    P = priors.shape[0]
     for p in range(start, matched.shape[0], stride):
-        q = p % priors.shape[0]  # the prior of row p
-        pcx, pcy, pw, ph = priors[q, 0], priors[q, 1], priors[q, 2], priors[q, 3]
-        cx = (matched[p, 0] + matched[p, 2]) / 2
-        cy = (matched[p, 1] + matched[p, 3]) / 2
-        w = matched[p, 2] - matched[p, 0]
-        h = matched[p, 3] - matched[p, 1]
-        out[p, 0] = (cx - pcx) / (v0 * pw)
-        out[p, 1] = (cy - pcy) / (v0 * ph)
-        out[p, 2] = math.log(w / pw) / v1
-        out[p, 3] = math.log(h / ph) / v1
+        q = p % P  # the prior of row p
+        _encode_rows_gpu(matched[p:p + 1], priors[q:q + 1], v0, v1, out[p:p + 1])  # the CPU loop, one row
 
 
 @cuda.jit
-def decode_kernel(loc, priors, v0, v1, out):
+def _decode_rows_kernel(loc, priors, v0, v1, out):
     """``out[p]`` (corner) is offset ``loc[p]`` applied to its prior; twin of ``_decode_rows``.
 
     - loc: (R, 4) encoded offsets, R = B * P (images one after another); priors: (P, 4)
       centre; out: (R, 4) corner form, written in place.
+    The body is ``boxes._decode_rows`` compiled for the GPU, run on one row at a time.
     """
     start = cuda.grid(1)
     stride = cuda.gridsize(1)
+    P = priors.shape[0]
     for p in range(start, loc.shape[0], stride):
-        q = p % priors.shape[0]  # the prior of row p
-        pcx, pcy, pw, ph = priors[q, 0], priors[q, 1], priors[q, 2], priors[q, 3]
-        cx = pcx + loc[p, 0] * v0 * pw
-        cy = pcy + loc[p, 1] * v0 * ph
-        w = pw * math.exp(loc[p, 2] * v1)
-        h = ph * math.exp(loc[p, 3] * v1)
-        out[p, 0] = cx - w / 2
-        out[p, 1] = cy - h / 2
-        out[p, 2] = cx + w / 2
-        out[p, 3] = cy + h / 2
+        q = p % P  # the prior of row p
+        _decode_rows_gpu(loc[p:p + 1], priors[q:q + 1], v0, v1, out[p:p + 1])  # the CPU loop, one row
 
 
 def _rows_kernel(kernel, rows, priors, variances):
-    """Launch ``encode_kernel`` or ``decode_kernel`` on (..., P, 4) rows; same kind of array back."""
+    """Launch ``_encode_rows_kernel`` or ``_decode_rows_kernel`` on (..., P, 4) rows; same kind of array back."""
     host = not (is_device_array(rows) or is_device_array(priors))
     v0, v1 = cpu._check_variances(variances)
     dtype = rows.dtype
@@ -160,7 +150,7 @@ def encode(matched, priors, variances=VARIANCES):
             raise ValueError(f"matched: shape {matched.shape} does not match priors {priors.shape}")
         if np.any(matched[..., 2:] <= matched[..., :2]):
             raise ValueError("matched: every box needs xmax > xmin and ymax > ymin (log of its size)")
-    return _rows_kernel(encode_kernel, matched, priors, variances)
+    return _rows_kernel(_encode_rows_kernel, matched, priors, variances)
 
 
 def decode(loc, priors, variances=VARIANCES):
@@ -175,4 +165,4 @@ def decode(loc, priors, variances=VARIANCES):
         priors = cpu._check_priors(priors)
         if loc.shape[-2:] != priors.shape:
             raise ValueError(f"loc: shape {loc.shape} does not match priors {priors.shape}")
-    return _rows_kernel(decode_kernel, loc, priors, variances)
+    return _rows_kernel(_decode_rows_kernel, loc, priors, variances)

@@ -4,12 +4,13 @@ The rule is the paper's (Liu et al. 2016, sec. 2.2 "Hard negative mining") and t
 per image, keep the positives and the k = min(ratio * positives, negatives) negatives with
 the largest background loss, equal losses going to the lower prior index.
 
-The CPU twin (``loss._mine``) gives each image to one thread: it finds the k-th largest loss
-t with a partial sort (``np.partition``), then takes every negative above t and, in index
-order, as many equal to t as are still needed. The GPU kernel does the same three things
-with the threads of one block per image sharing each step (``minissd.cuda.select``): it
-counts the positives (a block-wide sum), finds t by radix select instead of a partial sort,
-and hands out the ties with a prefix sum over the threads. Same answer, ties included.
+The CPU twin (``loss._mine``) walks the images one after the other: it finds the k-th
+largest loss t with a filtered quickselect (``_hardest_negatives_threshold``), then takes
+every negative above t and, in index order, as many equal to t as are still needed. The GPU
+kernel does the same three things with the threads of one block per image sharing each step
+(``minissd.cuda.select``): it counts the positives (a block-wide sum), finds t by radix
+select instead of a quickselect, and hands out the ties with a prefix sum over the threads.
+Same answer, ties included.
 
 (A first version ranked every negative by counting the harder ones: simple, and fine while
 few negatives are kept, but with SSD300's 8732 priors almost every warp held a kept negative
@@ -19,15 +20,15 @@ The losses are ranked as float32 (the training dtype): float64 input is rounded 
 
 ``multibox_loss`` is the CPU function's steps as kernels, all on the GPU:
 
-1. ``log_sum_exp_kernel``  lse (B, P), one thread per prior (twin of ``loss._log_sum_exp``);
+1. ``_log_sum_exp_kernel``  lse (B, P), one thread per prior (twin of ``loss._log_sum_exp``);
 2. ``cross_entropy_kernel`` bg_loss = lse - conf[..., 0] and ce = lse - conf[label], the
                             CPU's two NumPy lines, one thread per prior;
-3. ``hard_negative_mining_kernel``, above: the mask;
+3. ``_mine_kernel``, above: the mask;
 4. ``loss_sums_kernel``    per image, in float64: the positives, the smooth-L1 sum over
                             them and the cross-entropy sum over the mask (a block per image,
                             ``reduce.block_sum_float``: no atomics);
    ``loss_totals_kernel``  one thread adds the images' sums in order: [N, sum_l, sum_c];
-5. ``softmax_grad_kernel`` dconf = (softmax - onehot) / N on the mask (twin of
+5. ``_softmax_grad_kernel`` dconf = (softmax - onehot) / N on the mask (twin of
                             ``loss._softmax_grad``) and ``smooth_l1_grad_kernel``
                             dloc = alpha * smooth-L1' / N on the positives; both read N from
                             the totals on the GPU, so nothing waits for the host.
@@ -48,7 +49,7 @@ cuda = require()
 
 
 @cuda.jit
-def hard_negative_mining_kernel(bg_loss, conf_t, neg_pos_ratio, keys, mask):
+def _mine_kernel(bg_loss, conf_t, neg_pos_ratio, keys, mask):
     """Positives and the k hardest negatives of image b = ``cuda.blockIdx.x``; twin of ``loss._mine``.
 
     - bg_loss: (B, P) float32, -log softmax(conf)[background]; conf_t: (B, P) int64;
@@ -106,31 +107,24 @@ def hard_negative_mining(bg_loss, conf_t, neg_pos_ratio=3):
     keys = cuda.device_array((B, P), dtype=np.uint32)
     mask = cuda.device_array((B, P), dtype=np.bool_)
     bg_loss, conf_t = on_device(bg_loss, np.float32), on_device(conf_t, np.int64)
-    hard_negative_mining_kernel[B, select.SELECT_THREADS](bg_loss, conf_t, float(neg_pos_ratio),
+    _mine_kernel[B, select.SELECT_THREADS](bg_loss, conf_t, float(neg_pos_ratio),
                                                           keys, mask)  # a block per image
     return on_host(mask, host)
 
 
 # ---- the multibox loss -------------------------------------------------------------------
 
-@cuda.jit(device=True)
-def log_sum_exp(conf, b, p):
-    """log(sum_k exp(conf[b, p, k])), stable: the largest logit m is taken out first,
-    log sum exp(c) = m + log sum exp(c - m), so no exponent exceeds 0 (the sum is float64,
-    as on the CPU). A device function: the loss and detect's softmax both call it."""
-    K = conf.shape[2]
-    m = conf[b, p, 0]
-    for k in range(1, K):
-        m = max(m, conf[b, p, k])
-    s = 0.0
-    for k in range(K):
-        s += math.exp(conf[b, p, k] - m)
-    return m + math.log(s)
+# The CPU's scalar bodies, compiled for the GPU (written once, in minissd/loss.py)
+_log_sum_exp_row_gpu = cuda.jit(device=True)(cpu._log_sum_exp_row)  # also detect's softmax
+_smooth_l1_gpu = cuda.jit(device=True)(cpu._smooth_l1)
+_softmax_grad_row_gpu = cuda.jit(device=True)(cpu._softmax_grad_row)
 
 
 @cuda.jit
-def log_sum_exp_kernel(conf, out):
+def _log_sum_exp_kernel(conf, out):
     """``out[b, p] = log(sum_k exp(conf[b, p, k]))``, stable; one thread per prior (twin of ``_log_sum_exp``).
+
+    The body is the CPU's ``_log_sum_exp_row``, compiled for the GPU.
 
     - conf: (B, P, K) float32; out: (B, P) float32, written.
     """
@@ -139,7 +133,7 @@ def log_sum_exp_kernel(conf, out):
     B, P, K = conf.shape
     for e in range(start, B * P, stride):
         b, p = e // P, e % P
-        out[b, p] = log_sum_exp(conf, b, p)
+        out[b, p] = _log_sum_exp_row_gpu(conf, b, p)
 
 
 @cuda.jit
@@ -160,7 +154,7 @@ def cross_entropy_kernel(conf, lse, conf_t, bg_loss, ce):
 @cuda.jit
 def loss_sums_kernel(loc_p, conf_p, loc_t, conf_t, ce, mask, sums):
     """sums[b] = (positives, smooth-L1 sum over them, cross-entropy sum over the mask,
-    non-finite outputs) of image b.
+    non-finite outputs) of image b: the float64 sums of ``loss.multibox_loss``.
 
     - loc_p, loc_t: (B, P, 4) float32; conf_p: (B, P, K) logits; conf_t: (B, P) int64;
       ce: (B, P) float32; mask: (B, P) bool from mining; sums: (B, 4) float64, written.
@@ -178,8 +172,7 @@ def loss_sums_kernel(loc_p, conf_p, loc_t, conf_t, ce, mask, sums):
         if conf_t[b, p] > 0:
             num_pos += 1.0
             for j in range(4):
-                x = loc_p[b, p, j] - loc_t[b, p, j]
-                sum_l += 0.5 * x * x if abs(x) < 1 else abs(x) - 0.5  # smooth L1
+                sum_l += _smooth_l1_gpu(loc_p[b, p, j] - loc_t[b, p, j])[0]
         for j in range(4):
             bad += not math.isfinite(loc_p[b, p, j])
         for k in range(K):
@@ -194,7 +187,8 @@ def loss_sums_kernel(loc_p, conf_p, loc_t, conf_t, ce, mask, sums):
 
 @cuda.jit
 def loss_totals_kernel(sums, totals):
-    """totals = [N, sum_l, sum_c, non-finite outputs]: the images' sums added in order by one thread."""
+    """totals = [N, sum_l, sum_c, non-finite outputs]: the images' sums added in order by one
+    thread (the totals of ``loss.multibox_loss``)."""
     if cuda.grid(1) == 0:
         for j in range(sums.shape[1]):
             total = 0.0
@@ -204,43 +198,37 @@ def loss_totals_kernel(sums, totals):
 
 
 @cuda.jit
-def softmax_grad_kernel(conf, lse, conf_t, mask, totals, dconf):
+def _softmax_grad_kernel(conf, lse, conf_t, mask, totals, dconf):
     """dconf = (softmax - onehot(label)) / N on the mask, 0 elsewhere (twin of ``_softmax_grad``).
 
     - conf: (B, P, K) logits; lse: (B, P); conf_t: (B, P); mask: (B, P) bool;
     - totals: [N, ...] from ``loss_totals_kernel``: scale = 1 / max(N, 1), read on the GPU;
-    - dconf: (B, P, K), written. One thread per prior.
+    - dconf: (B, P, K), written. One thread per prior; the body is the CPU's
+      ``_softmax_grad_row``, compiled for the GPU.
     """
-    scale = np.float32(1.0 / max(totals[0], 1.0))
+    scale = 1.0 / max(totals[0], 1.0)
     start = cuda.grid(1)
     stride = cuda.gridsize(1)
     B, P, K = conf.shape
     for e in range(start, B * P, stride):
-        b, p = e // P, e % P
-        if mask[b, p]:
-            for k in range(K):
-                dconf[b, p, k] = math.exp(conf[b, p, k] - lse[b, p]) * scale  # softmax
-            dconf[b, p, conf_t[b, p]] -= scale  # - onehot(label)
-        else:
-            for k in range(K):
-                dconf[b, p, k] = 0.0
+        _softmax_grad_row_gpu(conf, lse, conf_t, mask, scale, dconf, e // P, e % P)
 
 
 @cuda.jit
 def smooth_l1_grad_kernel(loc_p, loc_t, conf_t, alpha, totals, dloc):
     """dloc = alpha / N * smooth-L1'(loc_p - loc_t) at the positives, 0 elsewhere.
 
-    smooth-L1'(x) = x where |x| < 1, else sign(x) (``loss.smooth_l1``); one thread per prior.
+    The lines ``dloc[pos] = (alpha / N) * l1_grad`` of ``loss.multibox_loss``, with the
+    CPU's scalar ``_smooth_l1`` compiled for the GPU; one thread per prior.
     """
-    scale = np.float32(alpha / max(totals[0], 1.0))
+    scale = alpha / max(totals[0], 1.0)
     start = cuda.grid(1)
     stride = cuda.gridsize(1)
     B, P = conf_t.shape
     for e in range(start, B * P, stride):
         b, p = e // P, e % P
         for j in range(4):
-            x = loc_p[b, p, j] - loc_t[b, p, j]
-            grad = x if abs(x) < 1 else (np.float32(1.0) if x > 0 else np.float32(-1.0))
+            grad = _smooth_l1_gpu(loc_p[b, p, j] - loc_t[b, p, j])[1]
             dloc[b, p, j] = scale * grad if conf_t[b, p] > 0 else 0.0
 
 
@@ -283,19 +271,19 @@ def multibox_loss_on_device(loc_p, conf_p, loc_t, conf_t, neg_pos_ratio, alpha):
     """
     B, P, K = conf_p.shape
     lse = cuda.device_array((B, P), dtype=np.float32)
-    log_sum_exp_kernel[launch_1d(B * P)](conf_p, lse)
+    _log_sum_exp_kernel[launch_1d(B * P)](conf_p, lse)
     bg_loss = cuda.device_array((B, P), dtype=np.float32)
     ce = cuda.device_array((B, P), dtype=np.float32)
     cross_entropy_kernel[launch_1d(B * P)](conf_p, lse, conf_t, bg_loss, ce)
     keys = cuda.device_array((B, P), dtype=np.uint32)
     mask = cuda.device_array((B, P), dtype=np.bool_)
-    hard_negative_mining_kernel[B, select.SELECT_THREADS](bg_loss, conf_t, float(neg_pos_ratio), keys, mask)
+    _mine_kernel[B, select.SELECT_THREADS](bg_loss, conf_t, float(neg_pos_ratio), keys, mask)
     sums = cuda.device_array((B, 4), dtype=np.float64)
     loss_sums_kernel[B, reduce.SUM_THREADS](loc_p, conf_p, loc_t, conf_t, ce, mask, sums)  # a block per image
     totals = cuda.device_array(4, dtype=np.float64)
     loss_totals_kernel[1, 1](sums, totals)
     dconf = cuda.device_array((B, P, K), dtype=np.float32)
-    softmax_grad_kernel[launch_1d(B * P)](conf_p, lse, conf_t, mask, totals, dconf)
+    _softmax_grad_kernel[launch_1d(B * P)](conf_p, lse, conf_t, mask, totals, dconf)
     dloc = cuda.device_array((B, P, 4), dtype=np.float32)
     smooth_l1_grad_kernel[launch_1d(B * P)](loc_p, loc_t, conf_t, np.float32(alpha), totals, dloc)
     return totals, dloc, dconf

@@ -4,7 +4,7 @@ Greedy NMS (Liu et al. 2016, sec. 3; DESIGN.md): walk the boxes from the highest
 down; keep a box unless a box kept before it overlaps it by IoU > threshold. The walk is
 sequential by nature (whether box a is kept depends on every decision before it); what can
 run in parallel is one step's work, comparing the kept box with every later box. So
-``nms_kernel`` is the CPU's ``_suppress`` with:
+``_suppress_kernel`` is the CPU's ``_suppress`` with:
 
 - one *block* per NMS problem (one class of one image), all problems of a batch at once;
 - the inner loop ``for b in range(a + 1, N)`` spread over the block's threads (block-stride),
@@ -28,8 +28,8 @@ from minissd import boxes as cpu_boxes
 from minissd.boxes import VARIANCES
 from minissd.cuda import blocks_for, is_device_array, launch_1d, require, on_device
 from minissd.cuda import select
-from minissd.cuda.boxes import _box_iou_gpu, decode_kernel
-from minissd.cuda.loss import log_sum_exp
+from minissd.cuda.boxes import _box_iou_gpu, _decode_rows_kernel
+from minissd.cuda.loss import _log_sum_exp_row_gpu
 from minissd.cuda.select import SCRATCH_SIZE, block_sum, chunk, order_key, sorted_selection
 
 cuda = require()
@@ -38,7 +38,7 @@ NMS_THREADS = 128  # threads of one block, i.e. of one NMS problem
 
 
 @cuda.jit
-def nms_kernel(boxes, image, order, count, iou_threshold, suppressed):
+def _suppress_kernel(boxes, image, order, count, iou_threshold, suppressed):
     """Greedy NMS of problem q = ``cuda.blockIdx.x``; twin of ``nms._suppress``.
 
     - boxes: (B, P, 4) corner form, the boxes of B images;
@@ -86,7 +86,7 @@ def nms(boxes, scores, iou_threshold):
     order = np.argsort(-scores, kind="stable")[None]  # (1, N)
     suppressed = cuda.device_array((1, max(N, 1)), dtype=np.bool_)
     if N:
-        nms_kernel[1, NMS_THREADS](on_device(boxes[None], np.float32), on_device(np.zeros(1), np.int64),
+        _suppress_kernel[1, NMS_THREADS](on_device(boxes[None], np.float32), on_device(np.zeros(1), np.int64),
                                    on_device(order, np.int64), on_device(np.array([N]), np.int64),
                                    float(iou_threshold), suppressed)
     return order[0][~suppressed.copy_to_host()[0, :N]].astype(np.int64)
@@ -96,20 +96,20 @@ def nms(boxes, scores, iou_threshold):
 
 @cuda.jit
 def softmax_kernel(conf, scores):
-    """scores[b, p] = softmax(conf[b, p]) over the classes, as exp(log_softmax), the CPU's formula."""
+    """scores[b, p] = softmax(conf[b, p]) over the classes, as exp(log_softmax): the formula of ``nms.detect``."""
     start = cuda.grid(1)
     stride = cuda.gridsize(1)
     B, P, K = conf.shape
     for e in range(start, B * P, stride):
         b, p = e // P, e % P
-        lse = log_sum_exp(conf, b, p)  # minissd/cuda/loss.py
+        lse = _log_sum_exp_row_gpu(conf, b, p)  # the CPU loss's own, minissd/loss.py
         for c in range(K):
             scores[b, p, c] = math.exp(conf[b, p, c] - lse)
 
 
 @cuda.jit
 def clip_kernel(x, lo, hi):
-    """x = min(max(x, lo), hi), for a flat array (decoded boxes into the image)."""
+    """x = min(max(x, lo), hi), for a flat array: ``nms.detect``'s clip of the decoded boxes."""
     start = cuda.grid(1)
     stride = cuda.gridsize(1)
     for e in range(start, x.shape[0], stride):
@@ -119,6 +119,8 @@ def clip_kernel(x, lo, hi):
 @cuda.jit
 def candidates_kernel(scores, conf_threshold, keys, packed, order, count):
     """Problem q = (image, class) = ``cuda.blockIdx.x``: its best boxes above the threshold, best first.
+
+    Another algorithm for the ``np.argpartition`` of ``nms.detect``: block-wide radix select.
 
     - scores: (B, P, C+1); problem q = b * C + (c - 1);
     - keys: (Q, P) uint32 and packed: (Q, L) int64, scratch;
@@ -148,7 +150,7 @@ def top_k_kernel(boxes, scores, order, count, suppressed, keys, packed, picks,
     """Image b = ``cuda.blockIdx.x``: its top_k kept detections over all classes, best first.
 
     - boxes (B, P, 4) and scores (B, P, C+1); order, count from ``candidates_kernel``;
-      suppressed from ``nms_kernel``;
+      suppressed from ``_suppress_kernel``;
     - keys (B, C*L) uint32, packed and picks (B, top_k) int64: scratch; detection e of
       image b is position a = e % L of class c = e // L + 1 (so equal scores: lower class,
       then earlier position first, the order in which the CPU concatenates them);
@@ -207,7 +209,7 @@ def detect(loc, conf, priors, conf_threshold=0.01, nms_threshold=0.45, top_k=200
         return []
 
     boxes = cuda.device_array((B * P, 4), dtype=np.float32)  # decoded, images one after another
-    decode_kernel[launch_1d(B * P)](on_device(loc, np.float32).reshape(B * P, 4),
+    _decode_rows_kernel[launch_1d(B * P)](on_device(loc, np.float32).reshape(B * P, 4),
                                     on_device(priors, np.float32), np.float32(v0), np.float32(v1), boxes)
     clip_kernel[launch_1d(B * P * 4)](boxes.reshape(B * P * 4), np.float32(0.0), np.float32(1.0))
     boxes = boxes.reshape(B, P, 4)
@@ -222,7 +224,7 @@ def detect(loc, conf, priors, conf_threshold=0.01, nms_threshold=0.45, top_k=200
                                                 order, count)  # a block per problem
     image = cuda.to_device(np.repeat(np.arange(B, dtype=np.int64), C))  # (Q,) image of each problem
     suppressed = cuda.device_array((Q, L), dtype=np.bool_)
-    nms_kernel[Q, NMS_THREADS](boxes, image, order, count, float(nms_threshold), suppressed)
+    _suppress_kernel[Q, NMS_THREADS](boxes, image, order, count, float(nms_threshold), suppressed)
 
     out_boxes = cuda.device_array((B, top_k, 4), dtype=np.float32)
     out_labels = cuda.device_array((B, top_k), dtype=np.int64)
