@@ -160,14 +160,14 @@ def test_cuda_conv2d_layer_matches_cpu(case, rng, monkeypatch):
     # backward went well
 
 
-def test_cuda_conv2d_forward_backward_functions(rng):
+def test_cuda_im2col_matmul_forward_backward(rng):
     # The chunked functions on NumPy arrays (NumPy back), against cols @ w_mat written out.
     x_pad = rng.standard_normal((1, 4, 4, 2)).astype(np.float32)  # no padding, 2x2 kernel -> 3x3
     w_mat = rng.standard_normal((8, 3)).astype(np.float32)  # (k*k*C_in, C_out)
     cols = reference_cols(x_pad, 0, 9, 3, 3, 2, 1, 1)  # (9, 8)
-    y = cuda_conv.conv2d_forward(x_pad, w_mat, (3, 3), 2, 1, 1)
+    y = cuda_conv.im2col_matmul(x_pad, w_mat, (3, 3), 2, 1, 1)
     np.testing.assert_allclose(y, cols @ w_mat, rtol=1e-5, atol=1e-5)
     g = rng.standard_normal(y.shape).astype(np.float32)
-    gw, gx = cuda_conv.conv2d_backward(x_pad, w_mat, g, (3, 3), 2, 1, 1, needs_input_grad=False)
+    gw, gx = cuda_conv.im2col_matmul_backward(x_pad, w_mat, g, (3, 3), 2, 1, 1, needs_input_grad=False)
     assert gx is None
     np.testing.assert_allclose(gw, cols.T @ g, rtol=1e-5, atol=1e-5)

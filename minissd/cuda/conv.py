@@ -1,11 +1,12 @@
 """GPU twin of ``nn.Conv2d``: the convolution as im2col gathers and a shared-memory tiled matmul.
 
-Another algorithm than the CPU twin (``minissd.nn.conv``, which adds up k*k matrix products
-of shifted views of one channels-last buffer, so that BLAS reads the input in place): on the
-GPU the textbook im2col is the natural fit, and every step is a kernel a learner can read.
-The maths is the CPU docstring's; the layout is channels-last too:
+The CPU twin's algorithm (``minissd.nn.conv``: im2col one chunk of output rows at a time,
+from a padded channels-last input, then a matrix product), every step a kernel a learner
+can read. The maths is the CPU docstring's; the layout is channels-last too:
 
-- the input is padded and stored channels-last, ``x_pad`` (N, H+2p, W+2p, C_in);
+- the input is padded and stored channels-last, ``x_pad`` (N, H+2p, W+2p, C_in): the CPU's
+  grid X (N*Hp*Wp, C_in) with its rows unflattened, so that a thread finds its input by
+  (n, y, x) rather than by the CPU's row offsets;
 - ``cols`` (R, k*k*C_in): one row per output position r = (n*Ho + i)*Wo + j, columns
   ordered (u, v, c): ``cols[r, (u*k + v)*C_in + c] = x_pad[n, i*s + u*d, j*s + v*d, c]``;
   ``w_mat`` (k*k*C_in, C_out) is the weight with its rows in the same order;
@@ -14,17 +15,18 @@ The maths is the CPU docstring's; the layout is channels-last too:
 
 The kernels:
 
-- ``gather_windows_kernel`` (im2col): a grid-stride loop over the entries of ``cols`` in
+- ``gather_cols_kernel`` (im2col): a grid-stride loop over the entries of ``cols`` in
   row-major order, i.e. along the channels of one tap, so a warp reads 32 neighbouring
   channels of ``x_pad`` and writes 32 neighbouring entries of ``cols`` (coalesced both ways).
-- ``scatter_windows_kernel`` (col2im): adding each ``dcols`` entry onto its input, as a CPU
-  loop would, means thousands of threads adding into the same input at once: atomic adds,
+- ``scatter_cols_kernel`` (col2im): adding each ``dcols`` entry onto its input, as the CPU's
+  ``scatter_cols`` loop does, means thousands of threads adding into the same input at once: atomic adds,
   in an order (and so a float rounding) that changes from run to run. It is turned around:
   one thread per input entry *gathers* the ``dcols`` entries that read it (tap (u, v) of
   output (i, j) reads input (i*s + u*d, j*s + v*d), so input (y, x) is read by output
   i = (y - u*d) / s when that is a whole number in range). No atomics, the same sum every run.
-- ``matmul_kernel``: c = op(a) @ op(b) with shared-memory tiles (see its docstring); the
-  transposes of backward read the same memory with swapped indices instead of copying.
+- ``matmul_kernel``: c = op(a) @ op(b) with shared-memory tiles (see its docstring), where
+  the CPU calls BLAS; the transposes of backward read the same memory with swapped indices
+  instead of copying.
 - Chunks of output rows bound the memory of ``cols``: SSD300's first layer at batch 32 would
   need 6.6 GB for all of it; CHUNK_BYTES keeps it at 256 MiB.
 
@@ -98,8 +100,12 @@ def to_nchw(a, p, H, W):
 # ---- one chunk of im2col / col2im, channels-last -------------------------------------------
 
 @cuda.jit
-def gather_windows_kernel(x_pad, r0, r1, Ho, Wo, k, s, d, cols):
-    """cols[r - r0] = the window of output position r, for r in [r0, r1); grid-stride over entries.
+def gather_cols_kernel(x_pad, r0, r1, Ho, Wo, k, s, d, cols):
+    """cols[r - r0] = the window of output position r, for r in [r0, r1); twin of ``nn.conv.gather_cols``.
+
+    The same rows and columns as the CPU's cols (taps (u, v) side by side, C_in channels
+    each), read from the padded input (N, Hp, Wp, C_in) by (n, i, j, u, v) instead of the
+    CPU's flat rows and offsets; one thread per entry (grid-stride).
 
     - x_pad: (N, Hp, Wp, C) padded input; r = (n * Ho + i) * Wo + j indexes outputs
     - cols: (>= r1 - r0, k*k*C), row layout (u, v, c): tap t = u*k + v at columns t*C ...
@@ -120,8 +126,10 @@ def gather_windows_kernel(x_pad, r0, r1, Ho, Wo, k, s, d, cols):
 
 
 @cuda.jit
-def scatter_windows_kernel(dcols, r0, r1, Ho, Wo, k, s, d, dx_pad):
-    """The adjoint of gather_windows: dx_pad[input read by (r, tap)] += dcols[r - r0, tap].
+def scatter_cols_kernel(dcols, r0, r1, Ho, Wo, k, s, d, dx_pad):
+    """The adjoint of gather_cols_kernel: dx_pad[input read by (r, tap)] += dcols[r - r0, tap].
+
+    Twin of ``nn.conv.scatter_cols``, the scatter turned into a gather.
 
     One thread per entry of ``dx_pad`` adds up the ``dcols`` entries of rows [r0, r1) that
     read it (a gather: see the module docstring for why not a scatter).
@@ -151,6 +159,8 @@ def scatter_windows_kernel(dcols, r0, r1, Ho, Wo, k, s, d, dx_pad):
 @cuda.jit
 def matmul_kernel(a, b, c, transpose_a, transpose_b, k_split):
     """c[z] = the z-th part of op(a) @ op(b), op(x) = x.T where asked; blocks of TILE x TILE threads.
+
+    The ``np.matmul`` of ``nn.conv.conv2d_forward`` (and backward), another algorithm than BLAS.
 
     - op(a): (M, K); op(b): (K, N); c: (S, M, N) float32, written in place: block z =
       ``cuda.blockIdx.z`` multiplies only k in [z * k_split, (z + 1) * k_split) ("split-K",
@@ -282,16 +292,16 @@ def _chunk_rows(row_width, itemsize):
 
 
 def gather_windows(x_pad, r0, r1, Ho, Wo, k, s, d, cols):
-    """Launch ``gather_windows_kernel`` on device arrays (cols written in place)."""
-    gather_windows_kernel[launch_1d((r1 - r0) * cols.shape[1])](x_pad, r0, r1, Ho, Wo, k, s, d, cols)
+    """Launch ``gather_cols_kernel`` on device arrays (cols written in place)."""
+    gather_cols_kernel[launch_1d((r1 - r0) * cols.shape[1])](x_pad, r0, r1, Ho, Wo, k, s, d, cols)
 
 
 def scatter_windows(dcols, r0, r1, Ho, Wo, k, s, d, dx_pad):
-    """Launch ``scatter_windows_kernel`` on device arrays (dx_pad accumulated in place)."""
-    scatter_windows_kernel[launch_1d(dx_pad.size)](dcols, r0, r1, Ho, Wo, k, s, d, dx_pad)
+    """Launch ``scatter_cols_kernel`` on device arrays (dx_pad accumulated in place)."""
+    scatter_cols_kernel[launch_1d(dx_pad.size)](dcols, r0, r1, Ho, Wo, k, s, d, dx_pad)
 
 
-def conv2d_forward(x_pad, w_mat, out_hw, k, s, d):
+def im2col_matmul(x_pad, w_mat, out_hw, k, s, d):
     """Y = im2col(x_pad) @ w_mat, chunk by chunk.
 
     - x_pad: (N, Hp, Wp, C_in) padded channels-last input
@@ -312,7 +322,7 @@ def conv2d_forward(x_pad, w_mat, out_hw, k, s, d):
     return on_host(y, host)
 
 
-def conv2d_backward(x_pad, w_mat, grad_y, out_hw, k, s, d, needs_input_grad=True):
+def im2col_matmul_backward(x_pad, w_mat, grad_y, out_hw, k, s, d, needs_input_grad=True):
     """Gradients of a convolution, chunk by chunk, from what forward kept (x_pad).
 
     - x_pad: (N, Hp, Wp, C_in) the padded channels-last input of forward
@@ -343,8 +353,10 @@ def conv2d_backward(x_pad, w_mat, grad_y, out_hw, k, s, d, needs_input_grad=True
 # ---- the layer's remaining steps: weight layout, bias ----------------------------------------
 
 @cuda.jit
-def w_mat_kernel(weight, w_mat):
-    """w_mat[(u*k + v)*C_in + c, o] = weight[o, c, u, v]: (C_out, C_in, k, k) -> (k*k*C_in, C_out)."""
+def _w_mat_kernel(weight, w_mat):
+    """w_mat[(u*k + v)*C_in + c, o] = weight[o, c, u, v]: (C_out, C_in, k, k) -> (k*k*C_in, C_out).
+
+    Twin of ``Conv2d._w_mat`` (its transpose and reshape, one thread per entry)."""
     start = cuda.grid(1)
     stride = cuda.gridsize(1)
     O, C, k = weight.shape[0], weight.shape[1], weight.shape[2]
@@ -397,12 +409,12 @@ class Conv2dGPU(nn.Module):
     def forward(self, x):
         # w_mat is laid out again at every forward: an optimizer may have changed the weight
         weight = self.weight.data
-        w_mat_kernel[launch_1d(weight.size)](weight, self._w_mat)
+        _w_mat_kernel[launch_1d(weight.size)](weight, self._w_mat)
         x = on_device(x, np.float32)
         N, _, H, W = x.shape
         Ho, Wo = (conv_output_size(n, self.k, self.s, self.p, self.d) for n in (H, W))
         x_pad = to_padded_nhwc(x, self.p)  # (N, H+2p, W+2p, C_in)
-        y = conv2d_forward(x_pad, self._w_mat, (Ho, Wo), self.k, self.s, self.d)  # (N*Ho*Wo, C_out)
+        y = im2col_matmul(x_pad, self._w_mat, (Ho, Wo), self.k, self.s, self.d)  # (N*Ho*Wo, C_out)
         if self.bias is not None:
             add_bias_kernel[launch_1d(y.size)](y, self.bias.data)
         self._x_pad, self._in_hw = x_pad, (H, W)  # kept for backward
@@ -412,7 +424,7 @@ class Conv2dGPU(nn.Module):
         grad_out = on_device(grad_out, np.float32)
         N, C_out, Ho, Wo = grad_out.shape
         grad_y = to_padded_nhwc(grad_out, 0).reshape(N * Ho * Wo, C_out)  # (N*Ho*Wo, C_out)
-        grad_w, grad_x_pad = conv2d_backward(self._x_pad, self._w_mat, grad_y, (Ho, Wo), self.k,
+        grad_w, grad_x_pad = im2col_matmul_backward(self._x_pad, self._w_mat, grad_y, (Ho, Wo), self.k,
                                              self.s, self.d, self.needs_input_grad)
         w_grad_kernel[launch_1d(grad_w.size)](grad_w, self.weight.grad)
         if self.bias is not None:  # db = the column sums of dY = a row of ones @ dY (split-K spreads it)

@@ -10,10 +10,10 @@ overlaps most, as a positive when that IoU >= 0.5. A batch is matched with six l
                            stride of the priors, then halve the candidates in shared memory
                            until one is left (ties go to the lower prior index, as
                            ``np.argmax`` does on the CPU);
-3. ``match_kernel``        best_gt, labels (B, P): ``_match_one``'s loop body, one thread per
-                           prior (grid-stride), one row of blocks per image;
+3. ``_match_one_kernel`` best_gt, labels (B, P): ``_match_one``'s two steps, in its order,
+                           every loop over priors a grid-stride loop, one row of blocks per image;
 4. ``gather_kernel``       matched (B, P, 4) = the ground-truth box of each prior;
-5. ``boxes.encode_kernel`` the targets, encoded against the priors;
+5. ``boxes._encode_rows_kernel`` the targets, encoded against the priors;
 6. ``zero_background_kernel`` background rows set to 0, as on the CPU.
 
 Images have different numbers of ground truths: they are padded to G = the largest count,
@@ -25,7 +25,7 @@ import numpy as np
 from minissd import matching as cpu
 from minissd.boxes import VARIANCES
 from minissd.cuda import blocks_for, launch_1d, require, on_device, on_host
-from minissd.cuda.boxes import TILE_2D, _box_iou_gpu, encode_kernel
+from minissd.cuda.boxes import TILE_2D, _box_iou_gpu, _encode_rows_kernel
 
 cuda = require()
 
@@ -36,8 +36,10 @@ REDUCE_THREADS = 128  # threads of a best_prior_kernel block (at most; a power o
 def iou_batch_kernel(gt_boxes, num_gt, corners_t, ious):
     """``ious[b, g, p]`` = IoU of ground truth g of image b with prior p; the grid's z is the image.
 
+    The ``_iou_matrix`` call of ``matching._match_image``, for every image of a batch at once.
+
     - gt_boxes: (B, G, 4) corner, padded; num_gt: (B,); corners_t: (4, P) the priors'
-      corners stored transposed (as ``boxes.iou_kernel`` reads them); ious: (B, G, P).
+      corners stored transposed (as ``boxes._iou_matrix_kernel`` reads them); ious: (B, G, P).
     """
     p, g = cuda.grid(2)
     b = cuda.blockIdx.z
@@ -50,6 +52,8 @@ def iou_batch_kernel(gt_boxes, num_gt, corners_t, ious):
 @cuda.jit
 def best_prior_kernel(ious, num_gt, best_prior):
     """``best_prior[b, g]`` = argmax over p of ``ious[b, g, p]``; block (g, b) reduces row (b, g).
+
+    The ``ious.argmax(axis=1)`` of ``matching._match_image``, as a block reduction.
 
     The CPU computes ``ious.argmax(axis=1)``. Here a block of T threads shares the row
     (T = ``cuda.blockDim.x``, a power of two <= REDUCE_THREADS, the shared arrays' size):
@@ -81,44 +85,51 @@ def best_prior_kernel(ious, num_gt, best_prior):
 
 
 @cuda.jit
-def match_kernel(ious, gt_labels, num_gt, threshold, best_prior, best_gt, labels_out):
+def _match_one_kernel(ious, gt_labels, num_gt, threshold, best_prior, best_iou, best_gt, labels_out):
     """Match every image's priors to its ground truths; twin of ``matching._match_one``.
 
     - ious: (B, G, P) float32; gt_labels: (B, G) int64; num_gt: (B,) real ground truths of
       each image; threshold: float; best_prior: (B, G) from ``best_prior_kernel``;
+    - best_iou: (B, P) float32 scratch (the CPU's ``best_iou = ious[0].copy()``);
     - best_gt, labels_out: (B, P) int64, written.
-    Same arguments (plus num_gt) and the same steps as the CPU loop, with ``for p in
-    range(P)`` as a grid-stride loop over the priors of image b = ``cuda.blockIdx.y``.
-    One change in step 2: the CPU *scatters* (ground truth g writes to prior best_prior[g]);
-    here each prior *gathers* (which ground truths claim me? the last one wins, as on the
-    CPU), so no two threads ever write the same entry and no grid-wide sync is needed.
+    The CPU loop's arguments (plus num_gt and the scratch) and steps, in its order, for image
+    b = ``cuda.blockIdx.y``: every ``for p in range(P)`` is the grid-stride loop over the
+    priors, so each thread owns the priors p = start, start + stride, ... and no two threads
+    ever write the same entry; step 2's ``best_gt[best_prior[g]] = g`` is done by the
+    thread that owns prior best_prior[g].
     """
     b = cuda.blockIdx.y
     G, P = num_gt[b], ious.shape[2]
     start = cuda.grid(1)
     stride = cuda.gridsize(1)
+    if G == 0:  # no objects: every prior is background
+        for p in range(start, P, stride):
+            best_gt[b, p] = 0
+            labels_out[b, p] = 0
+        return
+    # 1. every prior takes the ground truth it overlaps most; positive if IoU >= threshold.
     for p in range(start, P, stride):
+        best_iou[b, p] = ious[b, 0, p]  # best IoU so far of each prior
         best_gt[b, p] = 0
-        labels_out[b, p] = 0
-        if G == 0:  # no objects: every prior is background
-            continue
-        # 1. the prior takes the ground truth it overlaps most; positive if IoU >= threshold
-        best_iou = ious[b, 0, p]
-        for g in range(1, G):
-            if ious[b, g, p] > best_iou:  # strict: ties keep the earlier ground truth
-                best_iou = ious[b, g, p]
+    for g in range(1, G):
+        for p in range(start, P, stride):  # a warp reads 32 neighbouring entries of row g
+            if ious[b, g, p] > best_iou[b, p]:  # strict: ties keep the earlier ground truth
+                best_iou[b, p] = ious[b, g, p]
                 best_gt[b, p] = g
-        labels_out[b, p] = gt_labels[b, best_gt[b, p]] if best_iou >= threshold else 0
-        # 2. a ground truth whose best prior is p claims it, even below the threshold
-        for g in range(G):
-            if best_prior[b, g] == p:
-                best_gt[b, p] = g
-                labels_out[b, p] = gt_labels[b, g]
+    for p in range(start, P, stride):
+        labels_out[b, p] = gt_labels[b, best_gt[b, p]] if best_iou[b, p] >= threshold else 0
+    # 2. every ground truth claims the prior it overlaps most, even below the threshold
+    for g in range(G):
+        p = best_prior[b, g]
+        if p % stride == start:  # a prior of this thread's grid-stride loop
+            best_gt[b, p] = g
+            labels_out[b, p] = gt_labels[b, g]
 
 
 @cuda.jit
 def gather_kernel(gt_boxes, best_gt, matched):
-    """``matched[b, p]`` = ``gt_boxes[b, best_gt[b, p]]``: each prior's ground-truth box (corner)."""
+    """``matched[b, p]`` = ``gt_boxes[b, best_gt[b, p]]``: each prior's ground-truth box (corner),
+    the ``boxes[best_gt[pos]]`` of ``matching._match_image`` (here for every prior)."""
     start = cuda.grid(1)
     stride = cuda.gridsize(1)
     B, P = best_gt.shape
@@ -130,7 +141,7 @@ def gather_kernel(gt_boxes, best_gt, matched):
 
 @cuda.jit
 def zero_background_kernel(labels, loc_t):
-    """``loc_t[b, p] = 0`` where ``labels[b, p] == 0``, as the CPU leaves background rows."""
+    """``loc_t[b, p] = 0`` where ``labels[b, p] == 0``: background rows stay 0, as in ``matching._match_image``."""
     start = cuda.grid(1)
     stride = cuda.gridsize(1)
     B, P = labels.shape
@@ -194,15 +205,16 @@ def match_on_device(boxes, labels, num_gt, priors, corners_t, threshold, v0, v1)
     iou_batch_kernel[grid, TILE_2D](boxes, num_gt, corners_t, ious)
     best_prior = cuda.device_array((B, G), dtype=np.int64)
     best_prior_kernel[(G, B), REDUCE_THREADS](ious, num_gt, best_prior)  # a block per (g, b)
+    best_iou = cuda.device_array((B, P), dtype=np.float32)  # scratch
     best_gt = cuda.device_array((B, P), dtype=np.int64)
     conf_t = cuda.device_array((B, P), dtype=np.int64)
     blocks, threads = launch_1d(P)
-    match_kernel[(blocks, B), threads](ious, labels, num_gt, np.float64(threshold),
-                                       best_prior, best_gt, conf_t)  # x: priors, y: images
+    _match_one_kernel[(blocks, B), threads](ious, labels, num_gt, np.float64(threshold), best_prior, best_iou,
+                                            best_gt, conf_t)  # x: priors, y: images
     matched = cuda.device_array((B, P, 4), dtype=np.float32)
     gather_kernel[launch_1d(B * P)](boxes, best_gt, matched)
     loc_t = cuda.device_array((B * P, 4), dtype=np.float32)
-    encode_kernel[launch_1d(B * P)](matched.reshape(B * P, 4), priors, np.float32(v0), np.float32(v1), loc_t)
+    _encode_rows_kernel[launch_1d(B * P)](matched.reshape(B * P, 4), priors, np.float32(v0), np.float32(v1), loc_t)
     loc_t = loc_t.reshape(B, P, 4)
     zero_background_kernel[launch_1d(B * P)](conf_t, loc_t)
     return loc_t, conf_t

@@ -2,7 +2,7 @@
 
 BatchNorm2d. The CPU kernels (``norm.batchnorm_forward``, ``batchnorm_backward``) loop over
 channels, and for each channel make 2-3 passes over its N*H*W values, adding in float64.
-Here block c of the grid is channel c (``for c in range(c0, c1)`` handed to the blocks) and
+Here block c of the grid is channel c (``for c in range(C)`` handed to the blocks) and
 its threads share the passes: each adds up its stride of the values, ``reduce.block_sum_float``
 combines the threads' sums (a fixed tree, so no atomics and the same bits on every run),
 then every thread writes its stride of y. Same formulas, same float64 statistics:

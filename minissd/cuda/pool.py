@@ -23,7 +23,7 @@ cuda = require()
 
 
 @cuda.jit
-def maxpool_forward_kernel(x, k, s, p, out, argmax):
+def _maxpool_forward_kernel(x, k, s, p, out, argmax):
     """out, argmax (N, C, Ho, Wo) from x (N, C, H, W); one thread per output (twin of ``_maxpool_forward``)."""
     start = cuda.grid(1)
     stride = cuda.gridsize(1)
@@ -85,7 +85,7 @@ class MaxPool2dGPU(nn.Module):
         Ho, Wo = pool_output_size(H, k, s, p, c), pool_output_size(W, k, s, p, c)
         out = cuda.device_array((N, C, Ho, Wo), dtype=np.float32)
         argmax = cuda.device_array((N, C, Ho, Wo), dtype=np.int32)
-        maxpool_forward_kernel[launch_1d(out.size)](x, k, s, p, out, argmax)
+        _maxpool_forward_kernel[launch_1d(out.size)](x, k, s, p, out, argmax)
         self._argmax, self._input_shape = argmax, x.shape  # kept for backward
         return out
 

@@ -1,7 +1,7 @@
 """Block-wide float sums without atomics, for BatchNorm, L2Norm, the loss and the gradient norm.
 
 The CPU adds up a channel's values (``norm.batchnorm_forward``), a batch's losses
-(``loss.multibox_loss``) or every squared gradient (``train.global_grad_norm``) in one loop.
+(``loss.multibox_loss``) or every squared gradient (``step.clip_grad_norm``) in one loop.
 On the GPU the threads of one block share such a sum: thread t first adds up its own
 stride of the values (t, t + T, t + 2T, ...), then ``block_sum_float`` halves the T partial
 sums in shared memory, T/2, T/4, ... 1, with a ``cuda.syncthreads()`` after each halving

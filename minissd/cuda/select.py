@@ -1,7 +1,7 @@
 """Block-wide selection of the k largest values, for the GPU's mining and detection kernels.
 
-The CPU selects with NumPy (``np.partition`` in ``loss._mine``, ``np.argpartition`` and
-``np.argsort`` in ``nms.detect``). On the GPU one *block* of threads handles one row (the
+The CPU selects with a quickselect (``loss._hardest_negatives_threshold`` in ``loss._mine``)
+and with NumPy (``np.argpartition`` and ``np.argsort`` in ``nms.detect``). On the GPU one *block* of threads handles one row (the
 priors of one image, or the scores of one class of one image) and selects in three steps,
 all exact, with the CPU's tie rule (equal values: the lower index first):
 

@@ -121,10 +121,10 @@ def to_device(model):
     return SSDGPU(model)
 
 
-def forward_backward(gpu, images, gt_boxes, gt_labels, loss_cfg, times=None, stats=None):
+def forward_backward(model, images, gt_boxes, gt_labels, loss_cfg, times=None, stats=None):
     """The gradient of SSD's multibox loss on one batch, on the GPU (twin of ``step.forward_backward``).
 
-    - gpu: an ``SSDGPU`` (``to_device(model)``) in training mode
+    - model: an ``SSDGPU`` (``to_device(cpu_model)``) in training mode
     - images: (B, 3, S, S) float32 NumPy (normalised, as the data loader gives them) or device
     - gt_boxes: B arrays (G_b, 4), corner form in [0, 1]; gt_labels: B arrays (G_b,) in 1..C
     - loss_cfg: a ``minissd.step.LossConfig`` (iou_threshold, neg_pos_ratio, alpha)
@@ -143,22 +143,22 @@ def forward_backward(gpu, images, gt_boxes, gt_labels, loss_cfg, times=None, sta
         times[stage] = times.get(stage, 0.0) + now - clock[0]
         clock[0] = now
 
-    S = gpu.config.input_size
+    S = model.config.input_size
     if images.ndim != 4 or images.shape[1:] != (3, S, S):
         raise ValueError(f"images: expected (B, 3, {S}, {S}), got {images.shape}")
     if len(gt_boxes) != len(gt_labels) or len(gt_boxes) != images.shape[0]:
         raise ValueError(f"gt_boxes, gt_labels: expected {images.shape[0]} arrays each (one per image), "
                          f"got {len(gt_boxes)} and {len(gt_labels)}")
-    gpu.zero_grad()  # backward ADDS into .grad
+    model.zero_grad()  # backward ADDS into .grad
     # 1. match: each default box gets a ground truth's encoded box and label, or background (0)
-    checked = cpu_matching._check_gt_batch(gt_boxes, gt_labels, gpu.num_classes)
+    checked = cpu_matching._check_gt_batch(gt_boxes, gt_labels, model.num_classes)
     boxes, labels, num_gt = _pad(checked)  # (B, G, 4), (B, G), (B,): the ground truth that crosses
     loc_t, conf_t = match_on_device(on_device(boxes, np.float32), on_device(labels, np.int64),
-                                    on_device(num_gt, np.int64), gpu.priors_d, gpu.corners_t_d,
+                                    on_device(num_gt, np.int64), model.priors_d, model.corners_t_d,
                                     cpu_matching._check_threshold(loss_cfg.iou_threshold), *VARIANCES)
     lap("match")  # loc_t (B, P, 4) float32, conf_t (B, P) int64, on the GPU
     # 2. forward: predicted offsets and class scores for every default box
-    loc_p, conf_p = gpu.forward(on_device(images, np.float32))  # (B, P, 4), (B, P, C+1) logits
+    loc_p, conf_p = model.forward(on_device(images, np.float32))  # (B, P, 4), (B, P, C+1) logits
     lap("forward")
     # 3. multibox loss with hard negative mining, and its gradient w.r.t. the outputs
     totals, dloc, dconf = multibox_loss_on_device(loc_p, conf_p, loc_t, conf_t, float(loss_cfg.neg_pos_ratio),
@@ -173,7 +173,7 @@ def forward_backward(gpu, images, gt_boxes, gt_labels, loss_cfg, times=None, sta
     if not (math.isfinite(loss_l) and math.isfinite(loss_c)):
         return loss_l, loss_c
     # 4. backward: through the heads and the network, adding into every gradient
-    gpu.backward(dloc, dconf)
+    model.backward(dloc, dconf)
     lap("backward")
     return loss_l, loss_c
 
