@@ -235,6 +235,17 @@ def estimate_seconds(cfg, iters, forward_macs, processes):
     return iters * cfg.batch_size * forward_macs / (MACS_PER_CORE_SECOND * max(1, processes))
 
 
+def format_duration(seconds):
+    """Seconds in the unit a person reads: "40 s", "14 min", "3.2 h", "138 days"."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 48 * 3600:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.0f} days"
+
+
 def describe(cfg):
     """The config as a JSON-able dict (saved in checkpoints and metrics.json)."""
     return asdict(cfg)

@@ -198,7 +198,8 @@ def print_start(cfg, model, train_set, val_set, iters, processes):
           f"{sum(p.data.size for p in model.parameters()):,} parameters; {iters} iterations of "
           f"{cfg.batch_size} ({iters * cfg.batch_size / len(train_set):.1f} epochs of {len(train_set)} "
           f"images; {len(val_set)} val) on {where}, BatchNorm over groups of {cfg.bn_group}"
-          + (f"; about {seconds / 60:.0f} min (a 2-core laptop's speed)" if seconds else ""))
+          + (f"; about {config.format_duration(seconds)} of training (at a 2-core laptop's speed)"
+             if seconds else ""))
 
 
 def main(argv=None):
@@ -333,7 +334,7 @@ def train(cfg, stop):
         except Exception as err:  # a bug or bad data: save the last good state, then the traceback
             bar.close()
             saved = _save_last_good(model, optimizer, checkpoint, done, start, ckpt_path, to_host)
-            print(f"\nstopped by {type(err).__name__} during iteration {done + 1}: {saved}", file=sys.stderr)
+            print(f"\nstopped by {type(err).__name__} after iteration {done}: {saved}", file=sys.stderr)
             raise
 
     if fault:

@@ -114,3 +114,8 @@ def test_time_estimate_scales_with_work_and_processes():
     assert one == pytest.approx(3600 * 16 * 142e6 / config.MACS_PER_CORE_SECOND)
     assert config.estimate_seconds(cfg, 3600, 142e6, 2) == pytest.approx(one / 2)
     assert config.estimate_seconds(TrainConfig(device="cuda"), 3600, 142e6, 1) is None
+
+
+def test_durations_read_in_a_person_s_units():
+    assert [config.format_duration(s) for s in (40, 818, 3 * 3600 + 720, 1.19e7)] == [
+        "40 s", "14 min", "3.2 h", "138 days"]
