@@ -6,8 +6,9 @@ even a small or oddly shaped one that no prior overlaps by 0.5); then every defa
 matched to the ground truth it overlaps most, and counts as a positive when that overlap is
 at least the threshold (0.5). All other default boxes are background (label 0).
 
-The per-image loop ``_match_one`` is the CPU twin of ``minissd.cuda.matching.match_kernel``:
-same argument names, same loop body, with ``for p in range(P)`` as a grid-stride loop there.
+The per-image loop ``_match_one`` is the CPU twin of ``minissd.cuda.matching._match_one_kernel``:
+same argument names, the loops in the same order (g outside, p inside), with ``for p in
+range(P)`` as the grid-stride loop there.
 """
 
 import numpy as np
@@ -36,7 +37,7 @@ def _match_one(ious, gt_labels, threshold, best_prior, best_gt, labels_out):
     G, P = ious.shape
     # 1. every prior takes the ground truth it overlaps most; positive if IoU >= threshold.
     # The loops run g outside, p inside so that the inner loop reads one contiguous row of
-    # ious (3x faster than p outside); the GPU twin gives each thread a p and loops g inside.
+    # ious (3x faster than p outside); the GPU twin runs the same two loops, p as its grid-stride loop.
     best_iou = ious[0].copy()  # (P,) best IoU so far of each prior
     best_gt[:] = 0
     for g in range(1, G):
