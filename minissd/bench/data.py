@@ -1,12 +1,22 @@
-"""``python -m minissd.bench data``: can the data pipeline feed training?
+"""``python -m minissd.bench data``: does the data pipeline keep up with training on real photos?
 
-Prints images/s for, on tiny-voc's train split (generated first if absent):
-- decoding alone (``VOCDataset[i]``): the baseline the augmentation adds to;
-- decoding + ``train_transform`` through the DataLoader with 0 workers and with N threads;
-- decoding + ``eval_transform`` (evaluation's pipeline);
-- what a training step consumes: forward + backward of ``minissd.model.ssd_tiny`` on one batch
-  (or, if minissd.model is missing, a NumPy matmul stand-in of similar cost, and says so);
-- the loader feeding that training step with N workers: the share of time training waits.
+On a generated folder of 400x400 photo-like JPEGs with many small objects (minissd/data/photos.py,
+read through the normal VOC reader; or ``--root`` a VOC folder of your own), at batch 32:
+
+1. what one image costs, alone: decoding (full, and through Pillow's draft mode), and SSD's
+   training augmentation from the full image and from an image decoded at the input size;
+2. the training step (``minissd.step.forward_backward`` of the model at ``--input-size``);
+3. for each loader setting, training fed by it: the share of the time the step waits for its
+   batch. The settings run interleaved, round after round, each from a fresh epoch whose
+   first batch (the pipeline filling) is left out, so that a machine whose load changes
+   affects them alike; the ratios between rows are the result, the absolute numbers drift.
+
+Each setting's steps are preceded, in the same round, by one reference step on a batch that is
+already there (no data work at all), so its "vs the reference" figure compares two moments
+seconds apart. Settings: 0 workers (data then step, in turn); N threads; N processes; N threads over a
+``DecodeCache`` at full size (the same pixels, decoded once); N threads and N processes
+over a DecodeCache reduced to the input size (draft mode; this one changes the pixels zoom-in
+crops see, so it is a named training setting, not a speed switch).
 """
 
 from __future__ import annotations
@@ -31,118 +41,135 @@ def _cpu_name():
     return platform.processor() or "unknown CPU"
 
 
-def _rate(n, seconds):
-    return n / seconds if seconds > 0 else float("inf")
+def _ms(seconds, n):
+    return 1e3 * seconds / max(n, 1)
 
 
-def _time_loader(loader, batches):
-    """Images/s of pulling ``batches`` batches out of a fresh epoch of ``loader``."""
-    n, t0 = 0, time.perf_counter()
-    for k, (images, _) in enumerate(loader):
-        n += len(images)
-        if k + 1 == batches:
-            break
-    return _rate(n, time.perf_counter() - t0)
+def per_image_costs(ds, size, n, transform):
+    """{what: ms per image} for decoding and augmenting ``n`` images of ``ds`` alone."""
+    from minissd.data.loader import decode_reduced
+    from minissd.data.voc import load_image
 
-
-def _training_step(size, batch_size, num_classes):
-    """(step function on a (B, 3, S, S) batch, description)."""
-    try:
-        from minissd.model import ssd_tiny
-    except ImportError:
-        ssd_tiny = None
-    if ssd_tiny is not None:
-        model = ssd_tiny(num_classes)
-        model.train()
-        if model.config.input_size != size:
-            raise SystemExit(f"bench data: ssd_tiny takes {model.config.input_size} px; pass --size "
-                             f"{model.config.input_size}")
-
-        def step(images):
-            loc, conf = model.forward(images)
-            model.backward(np.full_like(loc, 1e-3), np.full_like(conf, 1e-3))
-
-        return step, f"minissd.model.ssd_tiny forward+backward ({model.num_priors} priors)"
-
-    # Stand-in: one (256 x 1024) @ (1024 x 1024) float32 product per image, 2*256*1024*1024 =
-    # 0.54 GFLOP, the order of a small SSD's forward + backward at 128 px.
-    rng = np.random.default_rng(0)
-    a = rng.standard_normal((256, 1024), dtype=np.float32)
-    w = rng.standard_normal((1024, 1024), dtype=np.float32)
-
-    def step(images):
-        for _ in range(len(images)):
-            np.tanh(a @ w)
-
-    return step, "NumPy matmul stand-in (minissd.model not found), ~0.5 GFLOP per image"
+    paths = [a.image_path for a in ds.annotations[:n]]
+    out = {}
+    t = time.perf_counter()
+    full = [load_image(p) for p in paths]
+    out["decode, full size"] = _ms(time.perf_counter() - t, n)
+    t = time.perf_counter()
+    small = [decode_reduced(p, size) for p in paths]
+    out[f"decode at <= {size} px (draft mode)"] = _ms(time.perf_counter() - t, n)
+    for name, images in (("augment from the full image", full), (f"augment from the {size} px image", small)):
+        t = time.perf_counter()
+        for k, (image, a) in enumerate(zip(images, ds.annotations)):
+            extra = np.stack([a.labels, a.difficult.astype(np.int64)], axis=1)
+            transform(image, a.boxes, extra, np.random.default_rng(k))
+        out[name] = _ms(time.perf_counter() - t, n)
+    return out
 
 
 def main(argv) -> int:
-    from minissd.data import (DataLoader, VOCDataset, eval_transform, make_tiny_voc, tiny_voc_path,
-                              train_transform)
+    from minissd.data import DataLoader, VOCDataset, default_data_dir, train_transform
+    from minissd.data.loader import DecodeCache
+    from minissd.data.photos import make_photos
+    from minissd.model import build_model
+    from minissd.step import LossConfig, forward_backward
 
     p = argparse.ArgumentParser(prog="python -m minissd.bench data", description=__doc__.split("\n")[0])
-    p.add_argument("--root", default="", help="a VOC year folder (default: tiny-voc, built if absent)")
-    p.add_argument("--split", default="train")
-    p.add_argument("--size", type=int, default=128, help="network input side (ssd_tiny: 128)")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--batches", type=int, default=12, help="batches timed per loader setting")
-    p.add_argument("--workers", type=int, default=2, help="threads for the N-worker rows")
-    p.add_argument("--train-steps", type=int, default=3, help="training steps timed (0: skip)")
+    p.add_argument("--root", default="", help="a VOC folder (default: generated 400x400 photos)")
+    p.add_argument("--images", type=int, default=96, help="generated photos (train split)")
+    p.add_argument("--input-size", type=int, default=128, help="network input side (tiny family)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--workers", type=int, default=2, help="threads / processes of the worker rows")
+    p.add_argument("--steps", type=int, default=3, help="measured steps per setting and round")
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--max-expand", type=float, default=2.0, help="zoom-out of the augmentation (train's default 2)")
+    p.add_argument("--only", default="", help="comma-separated setting numbers to run (default all)")
     args = p.parse_args(argv)
 
-    root = args.root or make_tiny_voc(tiny_voc_path())
-    ds = VOCDataset(root, args.split)
-    B, S, N = args.batch_size, args.size, args.workers
-    print(f"data bench on {_cpu_name()}, {os.cpu_count()} cores; {ds}")
-    print(f"input {S}x{S}, batch {B}, {args.batches} batches per row (other processes on the machine "
-          "make these numbers noisy)\n")
-    rows = []
+    root = args.root or make_photos(default_data_dir() / f"photos-400-{args.images}", n_train=args.images,
+                                    n_val=8)
+    ds = VOCDataset(root, "train")
+    B, S, N = args.batch_size, args.input_size, args.workers
+    if len(ds) < B * (args.steps + 1):
+        raise SystemExit(f"bench data: {len(ds)} images is fewer than {B * (args.steps + 1)} "
+                         "(batch x (steps + 1)); raise --images or lower --steps")
+    transform = train_transform(S, max_expand=args.max_expand)
+    objects = sum(len(a.labels) for a in ds.annotations)
+    print(f"data bench on {_cpu_name()}, {os.cpu_count()} cores, load average "
+          f"{', '.join(f'{x:.1f}' for x in os.getloadavg())}; {ds}, {objects / len(ds):.0f} objects per image")
+    print(f"input {S} px, batch {B}, augmentation train_transform(max_expand={args.max_expand:g})\n")
 
-    n = min(len(ds), args.batches * B)
-    t0 = time.perf_counter()
-    for i in range(n):
-        ds[i]
-    rows.append(("decode only (VOCDataset[i]), baseline", _rate(n, time.perf_counter() - t0)))
+    print("per image, alone (ms):")
+    for name, ms in per_image_costs(ds, S, min(len(ds), 24), transform).items():
+        print(f"  {name:34} {ms:7.1f}")
 
-    train_tf, eval_tf = train_transform(S), eval_transform(S)
-    _time_loader(DataLoader(ds, B, transform=train_tf), 1)  # warm-up: page cache, imports
-    rows.append(("decode + train_transform, 0 workers",
-                 _time_loader(DataLoader(ds, B, transform=train_tf), args.batches)))
-    rows.append((f"decode + train_transform, {N} worker threads",
-                 _time_loader(DataLoader(ds, B, transform=train_tf, num_workers=N), args.batches)))
-    rows.append(("decode + eval_transform, 0 workers",
-                 _time_loader(DataLoader(ds, B, shuffle=False, transform=eval_tf), args.batches)))
+    model = build_model("tiny", len(ds.classes), input_size=S).train()
+    loss_cfg = LossConfig(iou_threshold=0.4)
+    warm = DataLoader(ds, B, seed=99, transform=transform)
+    images, targets = next(iter(warm))
+    boxes, labels = [t[0] for t in targets], [t[1] for t in targets]
+    forward_backward(model, images, boxes, labels, loss_cfg)  # warm-up: Numba compiles
+    t = time.perf_counter()
+    forward_backward(model, images, boxes, labels, loss_cfg)
+    print(f"\ntraining step (tiny at {S} px, batch {B}, one process): {time.perf_counter() - t:.2f} s\n")
 
-    if args.train_steps > 0:
-        step, what = _training_step(S, B, len(ds.classes) + 1)
-        x = np.random.default_rng(0).standard_normal((B, 3, S, S), dtype=np.float32)
-        step(x)  # warm-up (Numba compiles on the first call)
-        t0 = time.perf_counter()
-        for _ in range(args.train_steps):
-            step(x)
-        train_rate = _rate(args.train_steps * B, time.perf_counter() - t0)
-        rows.append((f"training consumes: {what}", train_rate))
+    t = time.perf_counter()
+    full_cache = DecodeCache(ds).fill(N)
+    t_full = time.perf_counter() - t
+    t = time.perf_counter()
+    small_cache = DecodeCache(ds, max_side=S).fill(N)
+    t_small = time.perf_counter() - t
+    print(f"filling the caches ({N} threads): full size {t_full:.1f} s, at {S} px {t_small:.1f} s "
+          f"({len(ds)} images)\n")
 
-        # the loader running beside training: how long does training wait for each batch?
-        loader = DataLoader(ds, B, transform=train_tf, num_workers=N)
-        waited, t0 = 0.0, time.perf_counter()
-        it = iter(loader)
-        for _ in range(args.train_steps):
-            t1 = time.perf_counter()
-            images, _ = next(it)
-            waited += time.perf_counter() - t1
-            step(images)
-        total = time.perf_counter() - t0
-        it.close()
-        rows.append((f"training fed by the loader ({N} threads)", _rate(args.train_steps * B, total)))
+    settings = [
+        ("0 workers", lambda: DataLoader(ds, B, transform=transform)),
+        (f"{N} threads", lambda: DataLoader(ds, B, transform=transform, num_workers=N)),
+        (f"{N} processes", lambda: DataLoader(ds, B, transform=transform, num_workers=N, processes=True)),
+        (f"{N} threads, decoded once (full size)", lambda: DataLoader(full_cache, B, transform=transform, num_workers=N)),
+        (f"{N} threads, decoded once at {S} px", lambda: DataLoader(small_cache, B, transform=transform, num_workers=N)),
+        (f"{N} processes, decoded once at {S} px",
+         lambda: DataLoader(small_cache, B, transform=transform, num_workers=N, processes=True)),
+    ]
+    chosen = {int(k) for k in args.only.split(",") if k.strip()} or set(range(1, len(settings) + 1))
+    settings = [(k, name, make) for k, (name, make) in enumerate(settings, 1) if k in chosen]
+    loaders = {k: make() for k, _, make in settings}
+    waited = {k: 0.0 for k, _, _ in settings}
+    stepped = {k: 0.0 for k, _, _ in settings}
+    ratios = {k: [] for k, _, _ in settings}  # (wait + step) per step / the reference step just before
+    try:
+        for r in range(args.rounds):
+            for k, name, _ in settings:
+                loader = loaders[k]
+                loader.set_epoch(r)
+                t_ref = time.perf_counter()  # the reference step: a ready batch, no loader running yet
+                forward_backward(model, images, boxes, labels, loss_cfg)
+                t_ref = time.perf_counter() - t_ref
+                it = iter(loader)
+                next(it)  # the pipeline filling: not counted
+                w0, s0 = waited[k], stepped[k]
+                for _ in range(args.steps):
+                    t0 = time.perf_counter()
+                    images, targets = next(it)
+                    t1 = time.perf_counter()
+                    forward_backward(model, images, [t[0] for t in targets], [t[1] for t in targets], loss_cfg)
+                    waited[k] += t1 - t0
+                    stepped[k] += time.perf_counter() - t1
+                it.close()
+                ratios[k].append((waited[k] - w0 + stepped[k] - s0) / args.steps / t_ref)
+            print(f"round {r + 1} of {args.rounds} done")
+    finally:
+        for loader in loaders.values():
+            loader.close()
 
-    width = max(len(r[0]) for r in rows)
-    print(f"{'':{width}}  images/s")
-    for name, rate in rows:
-        print(f"{name:{width}}  {rate:8.1f}")
-    if args.train_steps > 0:
-        print(f"\ntraining waited for data {100 * waited / total:.1f}% of the time "
-              f"(the first batch included); loader with {N} threads vs training: "
-              f"{rows[2][1] / train_rate:.1f}x what training consumes")
+    n = args.rounds * args.steps
+    width = max(len(name) for _, name, _ in settings)
+    print(f"\n{'loader setting':{width}}  wait s  step s  waiting  per step vs the reference")
+    for k, name, _ in settings:
+        share = waited[k] / (waited[k] + stepped[k])
+        vs = f"{100 * (np.mean(ratios[k]) - 1):+6.1f}%"
+        print(f"{name:{width}}  {waited[k] / n:6.2f}  {stepped[k] / n:6.2f}  {100 * share:6.1f}%  {vs}")
+    print("\nwaiting: the share of each step's wall time spent waiting for its batch. 'vs the reference':"
+          "\nhow much longer a step takes than a step with a ready batch just before it (workers also"
+          "\nslow the step by sharing its cores). Interleaved rounds on a shared machine: compare rows with each other.")
     return 0
