@@ -35,7 +35,7 @@ from . import cli, config, outputs, step
 from .checkpoint import load_checkpoint, remove_stale_temporaries, save_checkpoint
 from .data.augment import augmentation
 from .data.loader import DataLoader, DecodeCache
-from .errors import ConfigError
+from .errors import CheckpointError, ConfigError
 from .model import build_model
 from .model.summary import layer_table
 from .nn import SGD, Adam, Cosine, LinearWarmup, MultiStep
@@ -217,6 +217,8 @@ def train(cfg, stop):
     """Train as ``cfg`` says; ``stop``: the StopRequest the loop checks. Returns the exit status."""
     check_device(cfg)
     t_start, ckpt_path = time.perf_counter(), os.path.join(cfg.out, "checkpoint.npz")
+    if cfg.resume and not os.path.isfile(ckpt_path):  # say so before minutes of loading data
+        raise CheckpointError(f"--resume: {ckpt_path}: checkpoint file not found (is --out right?)")
     for path in remove_stale_temporaries(cfg.out):  # what a run killed mid-write left behind
         print(f"removed {path}, a temporary checkpoint left by a run killed while writing")
 
@@ -237,7 +239,7 @@ def train(cfg, stop):
     start = 0
     if cfg.resume:
         meta = load_checkpoint(ckpt_path, model, optimizer)
-        start, history = meta["iteration"], meta["extra"]["history"]
+        start, history = meta["iteration"], meta.get("extra", {}).get("history") or history
         print(f"resumed from {ckpt_path} at iteration {start} of {iters}"
               + (": no training left, evaluating" if start >= iters else ""))
     if cfg.decode_cache:  # augmentation then works on small images (docs/own-data.md)

@@ -16,7 +16,7 @@ import pytest
 from minissd import step, train
 from minissd.checkpoint import read_checkpoint
 from minissd.data import make_tiny_voc
-from minissd.errors import ConfigError
+from minissd.errors import CheckpointError, ConfigError
 from minissd.model import SSD, SSDConfig, build_model, model_config
 from minissd.priors import PriorConfig
 
@@ -301,6 +301,12 @@ def test_resume_on_a_finished_run_trains_nothing_and_records_no_extra_iteration(
         np.testing.assert_array_equal(value, before[name])
     history = json.loads((tmp_path / "metrics.json").read_text())["history"]
     assert history["iteration"] == [1, 2, 3, 4] and history["eval_iteration"] == [4]
+
+
+def test_resume_without_a_checkpoint_says_so_before_loading_anything(tmp_path, monkeypatch):
+    monkeypatch.setattr(train, "open_datasets", None)  # would fail if it were reached
+    with pytest.raises(CheckpointError, match="--resume: .*checkpoint.npz: checkpoint file not found"):
+        train.main(["--resume", "--out", str(tmp_path)])
 
 
 def test_a_batch_larger_than_the_training_set_is_refused_by_name(voc, tmp_path):
