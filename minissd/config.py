@@ -184,6 +184,23 @@ def check(cfg):
     milestones(cfg)  # parses, or says what is wrong
 
 
+def check_device(cfg):
+    """ConfigError when ``--device cuda`` cannot run here (no GPU, no numba-cuda, the simulator)."""
+    if cfg.device != "cuda":
+        return
+    from . import cuda
+    try:
+        cuda.require()  # a clear error without a GPU or without numba-cuda
+    except RuntimeError as err:
+        raise ConfigError(f"--device cuda: {err}") from None
+    if cfg.optimizer != "sgd":
+        raise ConfigError(f"--device cuda: only SGD has a GPU twin; --optimizer {cfg.optimizer} runs on the CPU")
+    if cuda.simulating() and os.environ.get("MINISSD_ALLOW_CUDASIM") != "1":
+        raise ConfigError("--device cuda: NUMBA_ENABLE_CUDASIM=1: numba's CUDA simulator runs every GPU "
+                          "thread in Python, far too slow to train on (unset it on a machine with a GPU; "
+                          "the tests set MINISSD_ALLOW_CUDASIM=1 to train a toy model on it)")
+
+
 def milestones(cfg):
     """The step schedule's milestones: a sorted tuple of positive ints ("" -> ())."""
     try:

@@ -1,6 +1,7 @@
-"""What a training run leaves in its folder besides the checkpoint: the validation mAP,
-metrics.json, curves.png and detections.png, and the summary it prints at the end.
+"""What a training run says and leaves in its folder besides the checkpoint: the paragraph it
+starts with, the validation mAP, metrics.json, curves.png, detections.png, the final summary.
 
+    print_start(cfg, model, train_set, val_set, iters, processes)       the run in one paragraph
     result, detections = validate(model, val_set, max_images=100)     VOC07 mAP (+ area AP)
     write_outputs(out, metrics, history, model, val_set, detections)  metrics.json + pictures
 """
@@ -8,9 +9,27 @@ metrics.json, curves.png and detections.png, and the summary it prints at the en
 import json
 import os
 
-from . import viz
+from . import config, viz
 from .detect import predict_dataset
 from .evaluate import evaluate_detections, format_ap_table
+from .model.summary import layer_table
+
+
+def print_start(cfg, model, train_set, val_set, iters, processes):
+    """One paragraph: the recipe, the model, its input, the data, the iterations, the time it may take."""
+    try:
+        macs = layer_table(model.config, model.num_classes)[-1]["macs"]
+    except Exception:  # noqa: BLE001 - the estimate is a courtesy
+        macs = 0
+    seconds = config.estimate_seconds(cfg, iters, macs, processes)
+    size = model.config.input_size
+    where = "the GPU" if cfg.device == "cuda" else f"the CPU, {processes} step process(es)"
+    print(f"recipe {cfg.recipe}: model {cfg.model}, input {size}x{size}, {model.num_priors} default boxes, "
+          f"{sum(p.data.size for p in model.parameters()):,} parameters; {iters} iterations of "
+          f"{cfg.batch_size} ({iters * cfg.batch_size / len(train_set):.1f} epochs of {len(train_set)} "
+          f"images; {len(val_set)} val) on {where}, BatchNorm over groups of {cfg.bn_group}"
+          + (f"; about {config.format_duration(seconds)} of training (at a 2-core laptop's speed)"
+             if seconds else ""))
 
 
 def validate(model, dataset, max_images=None, batch_size=32):

@@ -37,7 +37,6 @@ from .data.augment import augmentation
 from .data.loader import DataLoader, DecodeCache
 from .errors import CheckpointError, ConfigError
 from .model import build_model
-from .model.summary import layer_table
 from .nn import SGD, Adam, Cosine, LinearWarmup, MultiStep
 from .step import LossConfig
 
@@ -168,40 +167,6 @@ class StopRequest:
             signal.signal(s, previous)
 
 
-def check_device(cfg):
-    """ConfigError when ``--device cuda`` cannot run here (no GPU, no numba-cuda, the simulator)."""
-    if cfg.device != "cuda":
-        return
-    from . import cuda
-    try:
-        cuda.require()  # a clear error without a GPU or without numba-cuda
-    except RuntimeError as err:
-        raise ConfigError(f"--device cuda: {err}") from None
-    if cfg.optimizer != "sgd":
-        raise ConfigError(f"--device cuda: only SGD has a GPU twin; --optimizer {cfg.optimizer} runs on the CPU")
-    if cuda.simulating() and os.environ.get("MINISSD_ALLOW_CUDASIM") != "1":
-        raise ConfigError("--device cuda: NUMBA_ENABLE_CUDASIM=1: numba's CUDA simulator runs every GPU "
-                          "thread in Python, far too slow to train on (unset it on a machine with a GPU; "
-                          "the tests set MINISSD_ALLOW_CUDASIM=1 to train a toy model on it)")
-
-
-def print_start(cfg, model, train_set, val_set, iters, processes):
-    """One paragraph: the recipe, the model, its input, the data, the iterations, the time it may take."""
-    try:
-        macs = layer_table(model.config, model.num_classes)[-1]["macs"]
-    except Exception:  # noqa: BLE001 - the estimate is a courtesy
-        macs = 0
-    seconds = config.estimate_seconds(cfg, iters, macs, processes)
-    size = model.config.input_size
-    where = "the GPU" if cfg.device == "cuda" else f"the CPU, {processes} step process(es)"
-    print(f"recipe {cfg.recipe}: model {cfg.model}, input {size}x{size}, {model.num_priors} default boxes, "
-          f"{sum(p.data.size for p in model.parameters()):,} parameters; {iters} iterations of "
-          f"{cfg.batch_size} ({iters * cfg.batch_size / len(train_set):.1f} epochs of {len(train_set)} "
-          f"images; {len(val_set)} val) on {where}, BatchNorm over groups of {cfg.bn_group}"
-          + (f"; about {config.format_duration(seconds)} of training (at a 2-core laptop's speed)"
-             if seconds else ""))
-
-
 def main(argv=None):
     """``python -m minissd.train``: 0 when the run finished, 1 when a fault stopped it (its last
     good checkpoint kept), 130 / 143 when Ctrl-C / SIGTERM stopped it (saved first)."""
@@ -215,7 +180,7 @@ def main(argv=None):
 
 def train(cfg, stop):
     """Train as ``cfg`` says; ``stop``: the StopRequest the loop checks. Returns the exit status."""
-    check_device(cfg)
+    config.check_device(cfg)
     t_start, ckpt_path = time.perf_counter(), os.path.join(cfg.out, "checkpoint.npz")
     if cfg.resume and not os.path.isfile(ckpt_path):  # say so before minutes of loading data
         raise CheckpointError(f"--resume: {ckpt_path}: checkpoint file not found (is --out right?)")
@@ -248,7 +213,7 @@ def train(cfg, stop):
                         num_workers=cfg.loader_processes or cfg.loader_threads, processes=cfg.loader_processes > 0)
     batches = endless(loader, start, augmentation_schedule(cfg, model.config, iters / len(loader)))
     processes = config.step_processes(cfg)
-    print_start(cfg, model, train_set, val_set, iters, processes)
+    outputs.print_start(cfg, model, train_set, val_set, iters, processes)
 
     def checkpoint(done):
         """Write the checkpoint of ``done`` iterations (the caller has checked the state)."""
