@@ -9,6 +9,8 @@ and the batch loader.
     tiny_voc_path(), default_data_dir()
     train_transform(size), eval_transform(size)   SSD's augmentation; each step f(image, boxes, labels, rng)
     DataLoader(ds, batch_size, ...)               images (B,3,S,S) float32, targets [(boxes, labels), ...]
+    DecodeCache(ds, max_side)                     each image decoded once (optionally reduced)
+    python -m minissd.data convert | inspect      other formats; a first look (docs/own-data.md)
 
 See docs/data-and-augmentation.md and the dataset card docs/tiny-voc.md.
 """
@@ -16,7 +18,7 @@ See docs/data-and-augmentation.md and the dataset card docs/tiny-voc.md.
 from .augment import (Compose, eval_transform, expand, hflip, normalize, photometric_distort,
                       random_flip, random_iou_crop, resize, train_transform)
 from .coco import CocoDataset
-from .loader import DataLoader
+from .loader import DataLoader, DecodeCache
 from .open import dataset_spec, list_splits, open_dataset
 from .tiny_voc import (TINY_VOC_CLASSES, TinyVOCConfig, default_data_dir, make_tiny_voc,
                        tiny_voc_path, verify_tiny_voc)
@@ -30,5 +32,5 @@ __all__ = [
     "verify_tiny_voc",
     "Compose", "train_transform", "eval_transform", "photometric_distort", "expand",
     "random_iou_crop", "random_flip", "hflip", "resize", "normalize",
-    "DataLoader",
+    "DataLoader", "DecodeCache",
 ]
