@@ -314,6 +314,15 @@ def test_a_batch_larger_than_the_training_set_is_refused_by_name(voc, tmp_path):
         train.main(args(voc, tmp_path, "--iters", "2", "--batch-size", "16"))
 
 
+def test_data_spec_and_the_old_voc_root_flag_train_the_same(voc, tmp_path):
+    assert train.main(args(voc, tmp_path / "old", "--iters", "2")) == 0
+    new = args(voc, tmp_path / "new", "--iters", "2")
+    new[new.index("--voc-root"):new.index("--voc-root") + 2] = ["--data", f"voc:{voc}"]
+    assert train.main(new) == 0
+    a, b = weights(tmp_path / "old" / "checkpoint.npz"), weights(tmp_path / "new" / "checkpoint.npz")
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+
+
 def test_stale_temporary_checkpoints_are_removed_at_start(voc, tmp_path):
     (tmp_path / "checkpoint.npz").write_bytes(b"")  # not a temporary: kept as it is
     stale = tmp_path / ".tmp-abcd1234.npz"  # an older version's temporary name
