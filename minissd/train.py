@@ -36,11 +36,10 @@ from .checkpoint import load_checkpoint, remove_stale_temporaries, save_checkpoi
 from .data.augment import augmentation
 from .data.loader import DataLoader, DecodeCache
 from .errors import CheckpointError, ConfigError
+from .data import dataset_spec, open_dataset
 from .model import build_model
-from .nn import SGD, Adam, Cosine, LinearWarmup, MultiStep
+from .nn import SGD, Adam, Cosine, LinearWarmup, MultiStep, set_batchnorm_group
 from .step import LossConfig
-
-from .nn import set_batchnorm_group
 from .workers import WorkerError, Workers
 
 WEIGHT_LIMIT = 1e6  # |value| of any weight or BatchNorm statistic beyond this: the run has blown up
@@ -49,7 +48,6 @@ WEIGHT_LIMIT = 1e6  # |value| of any weight or BatchNorm statistic beyond this: 
 
 def open_datasets(cfg):
     """(train set, val set) of the dataset the flags name (``--data``, ``--voc-root``, ``--tiny-voc``)."""
-    from .data import dataset_spec, open_dataset
     spec = dataset_spec(cfg.data, cfg.tiny_voc, cfg.voc_root)
     t = time.perf_counter()
     train_set = open_dataset(spec, cfg.train_split, data_dir=cfg.data_dir or None)
