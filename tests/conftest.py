@@ -1,8 +1,10 @@
-"""Shared fixtures.
+"""Shared fixtures, and what the CUDA test files need.
 
 The CUDA twins are tested on numba's CUDA simulator unless the caller chose otherwise
 (``NUMBA_ENABLE_CUDASIM=0 pytest`` on a machine with a GPU runs them for real). The variable
-must be set before numba is first imported, which is why it is the first thing here.
+must be set before numba is first imported, which is why it is the first thing here. The
+tests/test_cuda_*.py files that launch kernels are skipped whole (with the reason) where
+minissd.cuda cannot run, marked ``cuda``, and given small launches on the simulator (below).
 """
 
 import os
