@@ -424,3 +424,57 @@ def test_plugin_runs_one_part(toy):
     assert "2 passed, 1 deselected" in out and "area 4/4" in out and "Loops" not in out
     assert "only the graded tests that ran count" in out
     assert "--part: no part named nope; the parts are area, running_sum" in _pytest(ref, "--part", "nope")
+
+
+# ---- hostile submissions ---------------------------------------------------------------------------
+
+def _forging_reporter():
+    """The grader's reporter with one change: every graded test is recorded as passed."""
+    source = (ROOT / "minissd/assignments/_reporter.py").read_text()
+    honest = 'outcome, message = _worst.get(report.nodeid, ("passed", ""))'
+    assert honest in source
+    return source.replace(honest, 'outcome, message = "passed", ""')
+
+
+@pytest.mark.parametrize("where", ["_minissd_grade_reporter.py", "tests/_minissd_grade_reporter.py",
+                                   "toypkg/_minissd_grade_reporter.py", "pytest.py"])
+def test_a_submission_cannot_replace_the_graders_reporter(toy, tmp_path, where):
+    # Before 2026-12-02 the reporter was loaded by name (-p _minissd_grade_reporter) with the
+    # submission first on the path: a copy shipped at the submission's root scored a blank
+    # part 4/4, even against trusted tests.
+    ref, _ = toy
+    parts, chapters = _toy_parts()
+    cheat = tmp_path / "cheat"
+    make_student_copy(ref, cheat, parts, chapters, only={"area"})  # area left blank
+    forged = _forging_reporter() if where != "pytest.py" else "raise SystemExit('hijacked')\n"
+    (cheat / where).write_text(forged)
+    for tests_from in (ref, None):
+        report = grade(cheat, parts[:1], chapters, package="toypkg", env=THIS_CHECKOUT,
+                       tests_from=tests_from)
+        if where.startswith("tests/") and tests_from is None:
+            continue  # graded in place, the submission's tests/ are its own (docs/instructors.md)
+        assert report.scores[0].score == 0, (where, tests_from, report.scores[0].lines)
+        assert report.scores[0].run == 2  # the real tests ran, and failed on the blank
+
+
+def test_the_grader_refuses_to_run_from_the_submission_it_grades(toy, tmp_path, monkeypatch):
+    # `python -m minissd.assignments grade .` run inside a submission imports the submission's
+    # own grader; with --tests-from (a distrusted submission) that is refused.
+    grading = sys.modules["minissd.assignments.grade"]  # the package's `grade` is the function
+    ref, student = toy
+    parts, chapters = _toy_parts()
+    monkeypatch.setattr(grading, "__file__", str(student / "minissd/assignments/grade.py"))
+    with pytest.raises(grading.GradeError, match="the grader itself would come from"):
+        grade(student, parts[:1], chapters, package="toypkg", env=THIS_CHECKOUT, tests_from=ref)
+
+
+def test_cli_bad_input_is_one_line_and_status_2(tmp_path):
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "keep.txt").write_text("mine")
+    for argv, message in ((["grade", str(tmp_path)], f"{tmp_path} has no minissd/ folder"),
+                          (["student", str(tmp_path / "full")], "exists and is not empty")):
+        run = subprocess.run([sys.executable, "-m", "minissd.assignments", *argv],
+                             capture_output=True, text=True, cwd=tmp_path)
+        lines = run.stderr.strip().splitlines()
+        assert run.returncode == 2 and len(lines) == 1 and message in lines[0], run.stderr
+    assert (tmp_path / "full" / "keep.txt").read_text() == "mine"

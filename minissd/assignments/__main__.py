@@ -9,10 +9,12 @@ from pathlib import Path
 
 import minissd
 
+from .. import cli
+from ..errors import ConfigError
 from . import parts as table
 from .check import numba_trap_problems, parts_problems
-from .grade import GradeError, grade
-from .markers import MarkerError, scan_tree
+from .grade import grade
+from .markers import scan_tree
 from .student import INSTRUCTOR_ONLY, _excluded, make_student_copy, source_files
 
 
@@ -20,7 +22,7 @@ def _reference_root() -> Path:
     """The checkout this minissd was installed from (where the solutions are)."""
     root = Path(minissd.__file__).resolve().parent.parent
     if not (root / "pyproject.toml").is_file():
-        raise SystemExit(f"minissd is not installed from a checkout ({root}); give --source")
+        raise ConfigError(f"minissd is not installed from a checkout ({root}); give --source")
     return root
 
 
@@ -50,7 +52,7 @@ def cmd_grade(args) -> int:
     if args.part:
         parts = [p for p in parts if p.name in args.part]
         if len(parts) != len(set(args.part)):
-            raise SystemExit(f"--part: the parts are {', '.join(p.name for p in table.PARTS)}")
+            raise ConfigError(f"--part: the parts are {', '.join(p.name for p in table.PARTS)}")
     report = grade(args.dir, parts, table.CHAPTERS, tests_from=args.tests_from,
                    timeout=args.timeout)
     if args.verbose:
@@ -104,10 +106,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.run(args)
-    except (MarkerError, GradeError, FileExistsError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    except FileExistsError as err:  # the student copy's folder: bad input too
+        raise ConfigError(str(err)) from None
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run(main))

@@ -1,8 +1,9 @@
 """The pytest plugin that the grade command loads to record outcomes (self-contained).
 
-The grade command copies this file next to the run under a private module name and loads it
-with ``-p``, so the outcomes it scores come from the grader's code, not from whatever plugin
-the graded copy ships. It reads a JSON spec from ``$MINISSD_GRADE_SPEC``:
+The grade command loads this file by its path (grade.py's bootstrap, in Python's isolated
+mode, before the graded copy is on the import path) and hands it to ``pytest.main``, so the
+outcomes it scores come from the grader's code, not from whatever module of that name the
+graded copy ships. It reads a JSON spec from ``$MINISSD_GRADE_SPEC`` when it is loaded:
 
 - regex: node ids to keep; every other collected test is deselected (ungraded tests never run)
 - out: a JSON-lines file it appends to as the run goes, so a run stopped by a timeout or a

@@ -1,12 +1,20 @@
 """Grade a copy of minissd: run its graded tests in a fresh pytest and score the parts.
 
-pytest runs in a subprocess whose working folder and ``PYTHONPATH`` start with the graded
-copy, so ``import minissd`` loads the copy even where another minissd is installed (checked:
-the run records where the package came from, and a mismatch stops the grading). Only the test
-files named in the parts table are given to pytest, and a small reporter plugin (the grader's
-own, ``_reporter.py``) deselects every ungraded test in them, so the ungraded tests (data,
-notebooks, CUDA twins) neither run nor matter. Outcomes are streamed to a file, so a run
-stopped by the timeout still scores the tests that finished.
+pytest runs in a subprocess whose working folder is the graded copy and whose import path
+puts the copy first, so ``import minissd`` loads the copy even where another minissd is
+installed (checked: the run records where the package came from, and a mismatch stops the
+grading). Only the test files named in the parts table are given to pytest, and a small
+reporter plugin (the grader's own, ``_reporter.py``) deselects every ungraded test in them, so
+the ungraded tests (data, notebooks, CUDA twins) neither run nor matter. Outcomes are
+streamed to a file, so a run stopped by the timeout still scores the tests that finished.
+
+The grader's own code cannot be replaced by files of the copy: the subprocess starts in
+Python's isolated mode (``-I``: no current folder, no ``PYTHONPATH`` on the path) with a
+small bootstrap (``_BOOTSTRAP``) that imports pytest and loads the reporter from the
+grader's file by its path, and only then puts the copy on the path and runs pytest. A copy
+that ships its own ``_reporter.py``, a module of the reporter's name, or a ``pytest.py``
+changes nothing. This is not a sandbox: the copy's code still runs inside the test process
+(grade untrusted work in a container, with ``--tests-from``).
 """
 
 from __future__ import annotations
@@ -22,12 +30,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..errors import MinissdError
 from .markers import MarkerError, scan_tree
 from .scoring import points_table, tests_regex, score_parts, test_files
 from .student import CACHE_PATTERNS, INSTRUCTOR_ONLY, _excluded, source_files
 
 
-class GradeError(RuntimeError):
+class GradeError(MinissdError, RuntimeError):
     """The grading itself could not run (a missing folder, the wrong package imported)."""
 
 
@@ -63,18 +72,21 @@ def run_graded_tests(root, parts, *, package="minissd", pytest_args=(), env=None
         return Run(stopped="no test file of these parts exists")
     regex = tests_regex([p for part in parts for p in part.tests])
     with tempfile.TemporaryDirectory(prefix="minissd-grade-") as tmp:
-        reporter = Path(tmp, "_minissd_grade_reporter.py")
+        reporter = Path(tmp, "reporter.py")
         shutil.copy(Path(__file__).with_name("_reporter.py"), reporter)
+        bootstrap = Path(tmp, "bootstrap.py")
+        bootstrap.write_text(_BOOTSTRAP, encoding="utf-8")
         records = Path(tmp, "records.jsonl")
         spec = Path(tmp, "spec.json")
         spec.write_text(json.dumps({"regex": regex, "out": str(records), "package": package}))
         run_env = {**os.environ, **(env or {})}
-        run_env["PYTHONPATH"] = os.pathsep.join(
-            filter(None, [str(root), tmp, run_env.get("PYTHONPATH", "")]))
+        # the copy first, for the tests' own subprocesses too; the bootstrap sets its own path
+        path = [str(root)] + [p for p in run_env.get("PYTHONPATH", "").split(os.pathsep) if p]
+        run_env["PYTHONPATH"] = os.pathsep.join(path)
         run_env["MINISSD_GRADE_SPEC"] = str(spec)
         run_env.setdefault("NUMBA_ENABLE_CUDASIM", "1")
-        command = [sys.executable, "-m", "pytest", *files, "-p", "_minissd_grade_reporter",
-                   "-p", "no:cacheprovider", "--continue-on-collection-errors", "-q",
+        command = [sys.executable, "-I", str(bootstrap), str(reporter), os.pathsep.join(path),
+                   *files, "-p", "no:cacheprovider", "--continue-on-collection-errors", "-q",
                    "--tb=short", *pytest_args]
         start = time.perf_counter()
         log, stopped = _run(command, root, run_env, timeout)
@@ -85,6 +97,26 @@ def run_graded_tests(root, parts, *, package="minissd", pytest_args=(), env=None
     unfinished = ("failed", f"did not finish: {run.stopped or 'pytest ended before it ran'}")
     run.outcomes = {k: v or unfinished for k, v in run.outcomes.items()}
     return run
+
+
+# Run as ``python -I bootstrap.py REPORTER PATH pytest-args...`` in the graded copy. Isolated
+# mode leaves the copy off sys.path, so pytest and the reporter load from the grader's
+# installation; the copy goes first on the path only after that, for the tests to import it.
+_BOOTSTRAP = """\
+import importlib.util
+import os
+import sys
+
+import pytest
+
+reporter_file, path, args = sys.argv[1], sys.argv[2], sys.argv[3:]
+spec = importlib.util.spec_from_file_location("_minissd_grade_reporter_loaded", reporter_file)
+reporter = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(reporter)  # reads $MINISSD_GRADE_SPEC and opens its records file
+os.remove(os.environ.pop("MINISSD_GRADE_SPEC"))  # read: the tests need not find it
+sys.path[:0] = [p for p in path.split(os.pathsep) if p]
+sys.exit(pytest.main(args, plugins=[reporter]))
+"""
 
 
 def _run(command, cwd, env, timeout) -> tuple:
@@ -198,6 +230,10 @@ def grade(root, parts, chapters, *, tests_from=None, package="minissd", timeout=
     root = Path(root).resolve()
     if not (root / package).is_dir():
         raise GradeError(f"{root} has no {package}/ folder: give the root of a minissd copy")
+    if tests_from is not None and root in Path(__file__).resolve().parents:
+        raise GradeError(f"the grader itself would come from {root}, the copy being graded "
+                         "(python -m minissd.assignments was run inside it); run it from your "
+                         "own checkout, outside the submission")
     if tests_from is None:
         run = run_graded_tests(root, parts, package=package, timeout=timeout,
                                pytest_args=pytest_args, env=env)

@@ -22,13 +22,15 @@ import tokenize
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import MinissdError
+
 OPEN = re.compile(r"^# \[assignment ([A-Za-z_][A-Za-z0-9_]*)\](.*)$")
 CLOSE = re.compile(r"^# \[/assignment\]\s*$")
 SYNTAX = "'# [assignment NAME] hint' ... '# [/assignment]', NAME a Python identifier"
 
 
-class MarkerError(ValueError):
-    """A marker that cannot be used; the message names the file and line."""
+class MarkerError(MinissdError):
+    """A marker that cannot be used; the message names the file and line (a ValueError)."""
 
 
 @dataclass(frozen=True)
