@@ -208,3 +208,13 @@ def test_reduced_cache_keeps_boxes_and_drops_difficult_like_the_dataset(tiny):
         np.testing.assert_array_equal(boxes, ds[i][1])
         np.testing.assert_array_equal(labels, ds[i][2])
         assert not difficult.any()
+
+
+def test_a_filled_cache_feeds_worker_processes(tiny):
+    cache = DecodeCache(tiny, max_side=40).fill(2)
+    ref = list(DataLoader(cache, 6, seed=2, transform=train_transform(32)))
+    loader = DataLoader(cache, 6, seed=2, transform=train_transform(32), num_workers=2, processes=True)
+    got = list(loader)
+    loader.close()
+    for (a, _), (b, _) in zip(ref, got):
+        np.testing.assert_array_equal(a, b)

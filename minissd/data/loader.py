@@ -250,6 +250,15 @@ class DecodeCache:
     def __len__(self):
         return len(self.dataset)
 
+    def __getstate__(self):  # for worker processes: the decoded images travel, the lock does not
+        state = dict(self.__dict__)
+        del state["_lock"]
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
     def __getitem__(self, i):
         item = self._items.get(i)
         if item is None:
