@@ -231,3 +231,28 @@ def test_describe_counts_agree_with_the_reader(built):
 def test_bad_config_is_refused(bad):
     with pytest.raises(ValueError, match="TinyVOCConfig"):
         TinyVOCConfig(**bad)
+
+
+def test_a_build_killed_midway_is_cleaned_up_at_the_next_call(tmp_path):
+    # What kill -9 leaves: the build folder with its marker naming a dead process.
+    from minissd.data.tiny_voc import BUILD_MARKER, WRITTEN_BY, remove_stale_builds
+
+    dead = 2**22 + 12345  # above Linux's default pid_max: no such process
+    stale = tmp_path / ".t.tmp-abcd1234"
+    (stale / "JPEGImages").mkdir(parents=True)
+    (stale / "JPEGImages" / "000001.jpg").write_bytes(b"half")
+    (stale / BUILD_MARKER).write_text(json.dumps({"written_by": WRITTEN_BY, "pid": dead}))
+    live = tmp_path / ".t.tmp-live0000"  # a build still being written by a running process
+    live.mkdir()
+    (live / BUILD_MARKER).write_text(json.dumps({"written_by": WRITTEN_BY, "pid": os.getpid()}))
+    foreign = tmp_path / ".t.tmp-mine0000"  # the right name, but no marker: not ours
+    foreign.mkdir()
+    (foreign / "000001.jpg").write_bytes(b"mine")
+    odd = tmp_path / ".t.tmp-odd00000"  # a dead build holding a file tiny-voc never writes
+    odd.mkdir()
+    (odd / BUILD_MARKER).write_text(json.dumps({"written_by": WRITTEN_BY, "pid": dead}))
+    (odd / "thesis.tex").write_text("mine")
+    make_tiny_voc(tmp_path / "t", seed=0, **SMALL)
+    assert not stale.exists() and live.exists() and foreign.exists() and odd.exists()
+    assert not (tmp_path / "t" / BUILD_MARKER).exists()
+    assert remove_stale_builds(tmp_path / "t") == []

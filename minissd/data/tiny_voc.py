@@ -46,6 +46,7 @@ MARKER = "tiny-voc.json"  # written last: its presence (with matching counts) me
 POOL_MIN_IMAGES = 300  # below this, starting worker processes costs more than it saves
 FORMAT_VERSION = 4  # bump when the drawing changes, so old copies are rebuilt
 WRITTEN_BY = "minissd tiny-voc"  # in the marker: minissd wrote this folder and may rebuild it
+BUILD_MARKER = ".minissd-build.json"  # in a build folder while it is written: its writer's pid
 
 
 @dataclass(frozen=True)
@@ -420,7 +421,7 @@ def _read_marker(root: Path):
 _SPLIT_FILES = {f"ImageSets/Main/{s}.txt" for s in ("train", "val", "trainval")}
 
 
-def _foreign_file(root: Path):
+def _foreign_file(root: Path, need_marker=True, extra=()):
     """Why root may not be deleted (a sentence naming the first reason), or None when it may.
 
     root may be deleted only when its marker proves minissd wrote it and every file and folder
@@ -429,10 +430,10 @@ def _foreign_file(root: Path):
     """
     if not root.is_dir():
         return f"{root}: exists and is not a folder"
-    if _read_marker(root) is None:
+    if need_marker and _read_marker(root) is None:
         return f"{root}: has no {MARKER} marker written by minissd, so minissd did not make it"
     ours = {"Annotations", "JPEGImages", "ImageSets", "ImageSets/Main", CLASSES_FILE, MARKER}
-    ours |= _SPLIT_FILES
+    ours |= _SPLIT_FILES | set(extra)
     for p in root.rglob("*"):
         rel = p.relative_to(root).as_posix()
         if p.is_symlink() or not (p.is_file() or p.is_dir()):
@@ -508,8 +509,10 @@ def make_tiny_voc(root=None, seed=0, config: TinyVOCConfig | None = None, worker
                                "another folder, or delete it yourself if it is a tiny-voc copy)")
 
     root.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_builds(root)
     tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))  # a new name
     try:
+        (tmp / BUILD_MARKER).write_text(json.dumps({"written_by": WRITTEN_BY, "pid": os.getpid()}))
         _build(tmp, config, seed, workers)
         if root.exists():  # empty, or (checked again now) minissd's marker and only our files
             reason = None if not any(root.iterdir()) else _foreign_file(root)
@@ -527,8 +530,44 @@ def make_tiny_voc(root=None, seed=0, config: TinyVOCConfig | None = None, worker
     return root
 
 
+def _alive(pid) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # exists, another user's
+    return True
+
+
+def remove_stale_builds(root) -> list:
+    """Remove the half-written builds of ``root`` that a killed ``make_tiny_voc`` left; return them.
+
+    A build folder is ``.<root name>.tmp-XXXXXXXX`` next to root, and holds, from its first
+    moment, the marker ``.minissd-build.json`` naming the process that writes it. Only folders
+    with that marker, whose process is gone, and holding nothing but files tiny-voc writes,
+    are removed.
+    """
+    root = Path(root)
+    removed = []
+    if not root.parent.is_dir():
+        return removed
+    for tmp in sorted(root.parent.glob(f".{root.name}.tmp-*")):
+        try:
+            mark = json.loads((tmp / BUILD_MARKER).read_text(encoding="utf-8"))
+            pid = int(mark["pid"])
+            if mark.get("written_by") != WRITTEN_BY or tmp.is_symlink() or _alive(pid):
+                continue
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if _foreign_file(tmp, need_marker=False, extra={BUILD_MARKER}) is None:
+            shutil.rmtree(tmp)
+            removed.append(tmp)
+    return removed
+
+
 def _build(tmp: Path, config, seed, workers):
-    """Write the whole dataset into the fresh folder ``tmp``, the marker last."""
+    """Write the whole dataset into the fresh folder ``tmp`` (holding BUILD_MARKER), the marker last."""
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp, 0o777 & ~umask)  # mkdtemp's 0700 -> what mkdir would have given
@@ -554,6 +593,7 @@ def _build(tmp: Path, config, seed, workers):
         (tmp / "ImageSets" / "Main" / f"{split}.txt").write_text("".join(f"{i}\n" for i in split_ids))
     (tmp / CLASSES_FILE).write_text("".join(f"{c}\n" for c in TINY_VOC_CLASSES))
 
+    (tmp / BUILD_MARKER).unlink()  # the build is whole: from here its own marker speaks for it
     marker = {**_marker_expected(config, seed), "written_by": WRITTEN_BY, "images": n,
               "sha256": content_hash(tmp)}
     (tmp / MARKER).write_text(json.dumps(marker, indent=1, sort_keys=True) + "\n")
