@@ -3,7 +3,7 @@
 import importlib
 import sys
 
-BENCHMARKS = ("core", "nn", "data", "cuda", "train")
+BENCHMARKS = ("core", "nn", "data", "cuda", "train", "peer")
 
 
 def main(argv=None):
