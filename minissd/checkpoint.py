@@ -37,7 +37,7 @@ import numpy as np
 from .errors import CheckpointError
 
 FORMAT_VERSION = 1
-TEMP_PREFIX = ".minissd-tmp-"  # savez_atomic's temporary files: .minissd-tmp-<pid>-<random>.npz
+TEMP_PREFIX = ".minissd-tmp-"  # write_atomic's temporary files: .minissd-tmp-<pid>-<random>.npz|.json
 MAX_META_BYTES = 64 * 2**20  # the JSON meta entry (history and config), as a unicode array
 # Entries whose shape nobody expects may together declare at most this much more than the
 # file holds (np.savez stores arrays uncompressed: a genuine file declares about its own size).
@@ -61,19 +61,20 @@ def set_rng_state(rng, state):
     rng.bit_generator.state = state
 
 
-def savez_atomic(path, arrays):
-    """Write ``arrays`` (name -> ndarray) to the ``.npz`` file ``path`` atomically.
+def write_atomic(path, write, suffix):
+    """Write the file ``path`` atomically: ``write(f)`` fills a binary file object ``f``.
 
-    Written next to the target (same file system, so the rename is atomic), flushed to disk,
-    then swapped in with ``os.replace``: until then the old file is untouched, so a crash or a
-    Ctrl-C never leaves a half-written checkpoint. Used by ``save_checkpoint`` and
-    ``minissd.nn.Module.save``.
+    Written next to the target (same file system, so the rename is atomic) under a temporary
+    name carrying the writer's pid, flushed to disk, then swapped in with ``os.replace``: until
+    then the old file is untouched, so a crash or a Ctrl-C never leaves half a file (and
+    ``remove_stale_temporaries`` can tell a dead writer's leftovers). ``suffix`` (".npz",
+    ".json") ends the temporary name.
     """
     folder = os.path.dirname(os.path.abspath(os.fspath(path)))
-    fd, tmp = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{os.getpid()}-", suffix=".npz", dir=folder)
+    fd, tmp = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{os.getpid()}-", suffix=suffix, dir=folder)
     try:
         with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         # mkstemp creates the file readable by its owner alone (0600); give it the
@@ -88,9 +89,15 @@ def savez_atomic(path, arrays):
         raise
 
 
-# savez_atomic's temporary names: today's (with the writer's pid) and those of versions before
+def savez_atomic(path, arrays):
+    """Write ``arrays`` (name -> ndarray) to the ``.npz`` file ``path`` atomically
+    (``write_atomic``). Used by ``save_checkpoint`` and ``minissd.nn.Module.save``."""
+    write_atomic(path, lambda f: np.savez(f, **arrays), ".npz")
+
+
+# write_atomic's temporary names: today's (.npz and .json) (with the writer's pid) and those of versions before
 # 2026-12-02 (mkstemp's ".tmp-" + 8 characters + ".npz"); nothing else is ever removed.
-_TEMP_NAME = re.compile(r"\.minissd-tmp-(\d+)-[a-z0-9_]{8}\.npz|\.tmp-[a-z0-9_]{8}\.npz")
+_TEMP_NAME = re.compile(r"\.minissd-tmp-(\d+)-[a-z0-9_]{8}\.(?:npz|json)|\.tmp-[a-z0-9_]{8}\.npz")
 
 
 def _alive(pid):

@@ -251,23 +251,12 @@ def write_detections(path, image_ids, detections, class_names):
     """
     import json
     import os
-    import tempfile
+
+    from .checkpoint import write_atomic
 
     rows = detection_rows(image_ids, detections, class_names)
-    folder = os.path.dirname(os.path.abspath(os.fspath(path)))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".detections-", suffix=".json.tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(rows, f)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    os.makedirs(os.path.dirname(os.path.abspath(os.fspath(path))), exist_ok=True)
+    write_atomic(path, lambda f: f.write(json.dumps(rows).encode("utf-8")), ".json")
     return len(rows)
 
 

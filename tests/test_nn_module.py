@@ -54,6 +54,39 @@ def test_load_errors_name_the_key(rng):
         net.load_state_dict(state)
 
 
+def test_load_from_a_file_checks_every_header_before_reading(rng, tmp_path):
+    """A forged file whose weight declares 400 MB in 16 bytes is refused, nothing inflated."""
+    import io
+    import tracemalloc
+    import zipfile
+
+    from minissd.errors import CheckpointError
+
+    net = Net(rng)
+    path = tmp_path / "forged.npz"
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, value in net.state_dict().items():
+            if name != "features.0.weight":
+                buf = io.BytesIO()
+                np.lib.format.write_array(buf, value)
+                zf.writestr(name + ".npy", buf.getvalue())
+        buf = io.BytesIO()
+        np.lib.format.write_array_header_1_0(buf, {"descr": "<f4", "fortran_order": False,
+                                                   "shape": (10**8,)})
+        zf.writestr("features.0.weight.npy", buf.getvalue() + bytes(16))
+    before = {k: v.copy() for k, v in net.state_dict().items()}
+    tracemalloc.start()
+    try:
+        with pytest.raises(CheckpointError, match=r"forged\.npz.*features\.0\.weight"):
+            net.load_state_dict(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 32 * 2**20, peak  # np.load allocated the declared 400 MB first
+    for name, value in net.state_dict().items():  # nothing was copied in
+        np.testing.assert_array_equal(value, before[name], err_msg=name)
+
+
 def test_zero_grad_and_to_float64(rng):
     net = Net(rng)
     for p in net.parameters():

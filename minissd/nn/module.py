@@ -142,18 +142,22 @@ class Module:
     def load_state_dict(self, state):
         """Copy arrays into the parameters and buffers, in place.
 
-        - state: a mapping ``{dotted name: array}`` or the path of an ``.npz`` file (read with
-          ``allow_pickle=False``: a checkpoint can never run code)
+        - state: a mapping ``{dotted name: array}`` or the path of an ``.npz`` file, read by
+          ``checkpoint.read_npz``: no pickles (a checkpoint can never run code), and every
+          entry's header is checked before its data is read (a wrong shape or an entry that
+          declares far more bytes than the file holds is refused without reading it)
 
-        Raises ValueError naming every missing or unexpected key, or the first key whose
-        shape differs. Values are cast to each parameter's current dtype.
+        Raises ValueError (a CheckpointError for a file) naming every missing or unexpected
+        key, or the first key whose shape differs. Values are cast to each parameter's dtype.
         """
-        source = str(state) if isinstance(state, (str, os.PathLike)) else "state"
-        if isinstance(state, (str, os.PathLike)):
-            with np.load(state, allow_pickle=False) as f:
-                state = {k: f[k] for k in f.files}
         own = dict(self.named_parameters())
         buffers = dict(self.named_buffers())
+        source = str(state) if isinstance(state, (str, os.PathLike)) else "state"
+        if isinstance(state, (str, os.PathLike)):
+            from ..checkpoint import read_npz  # the one guarded reader of .npz files
+
+            shapes = {k: p.data.shape for k, p in own.items()} | {k: b.shape for k, b in buffers.items()}
+            state = read_npz(state, expected=shapes)
         expected = list(own) + list(buffers)
         missing = [k for k in expected if k not in state]
         unexpected = [k for k in state if k not in own and k not in buffers]
