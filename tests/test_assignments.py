@@ -406,6 +406,8 @@ def test_plugin_prints_points_per_chapter_and_total(toy):
     assert [row.split()[:5] for row in table] == [
         ["1", "Shapes", "4", "/", "4"], ["2", "Loops", "6", "/", "6"], ["total", "10", "/", "10"]]
     assert "area 4/4" in table[0] and "running_sum 6/6" in table[1]
+    assert out.rstrip().splitlines()[-1] == table[-1]  # the last line of the run, below pytest's
+
 
     # In the student copy, a test file that fails to import does not stop the run.
     (student / "tests/test_broken.py").write_text("import nothere\n")
@@ -414,6 +416,12 @@ def test_plugin_prints_points_per_chapter_and_total(toy):
     finally:
         (student / "tests/test_broken.py").unlink()
     assert "4 failed" in out and "1 error" in out and "total" in out and "0 / 10" in out
+    # below the failures, the short test summary and pytest's "4 failed, 1 error" line
+    lines = out.rstrip().splitlines()
+    assert lines[-1].split()[:4] == ["total", "0", "/", "10"], out[-2000:]
+    where = {key: next(k for k, line in enumerate(lines) if key in line)
+             for key in ("short test summary", "4 failed", "assignment points")}
+    assert where["short test summary"] < where["4 failed"] < where["assignment points"]
 
 
 def test_plugin_runs_one_part(toy):

@@ -2,8 +2,9 @@
 
 Registered by tests/conftest.py. At collection it marks every test of a part with
 ``graded(PART)`` (so ``pytest -m graded`` runs only graded tests) and ``--part NAME`` keeps
-only the tests of that part. At the end of the run it prints one row per chapter and a
-total, counting the graded tests that ran; it prints nothing when none ran. In a student
+only the tests of that part. At the very end of the run, below pytest's own summary, it
+prints one row per chapter and a total, counting the graded tests that ran; it prints
+nothing when none ran. In a student
 copy (one with ``assignment.json`` at its root) a test file that fails to import does not
 stop the run, since unfinished functions are expected there.
 
@@ -74,19 +75,29 @@ class _Points:
             elif report.when == "teardown":
                 self.outcomes.setdefault(report.nodeid, ("passed", ""))
 
-    def pytest_terminal_summary(self, terminalreporter):
-        if self.config.getoption("no_points"):
-            return
+    # The table must be the last thing a run prints, below pytest's failures, its short test
+    # summary and its "N failed, M passed" line (a student's run prints ~200 lines of failures).
+    # pytest prints all of those from the terminal reporter's own pytest_sessionfinish wrapper,
+    # after the pytest_terminal_summary hooks, so the table is printed from an outer wrapper
+    # (tryfirst: outermost, so the code after its yield runs after the reporter has finished).
+    @pytest.hookimpl(hookwrapper=True, tryfirst=True)
+    def pytest_sessionfinish(self, session, exitstatus):
+        yield
+        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None and not self.config.getoption("no_points"):
+            self.write_table(reporter)
+
+    def write_table(self, reporter):
         scores = [s for s in score_parts(self.parts, self.outcomes, self.collection_errors)
                   if s.run or s.broken]
         if not scores:
             return
-        write = terminalreporter.write_line
-        terminalreporter.write_sep("=", "assignment points")
-        for row in points_table(scores, self.chapters):
-            write(row)
+        reporter.write_sep("=", "assignment points")
         if len(scores) < len(self.parts) or len(self.outcomes) < len(self.graded):
-            write("(only the graded tests that ran count; plain `pytest` runs them all)")
+            reporter.write_line("(only the graded tests that ran count; plain `pytest` runs "
+                                "them all)")
+        for row in points_table(scores, self.chapters):
+            reporter.write_line(row)
 
 
 def pytest_configure(config):

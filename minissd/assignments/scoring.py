@@ -97,5 +97,5 @@ def points_table(scores, chapters) -> list:
         title = f"{chapter} {chapters.get(chapter, '')}"
         rows.append(f"{title:34.34} {got:6g} / {out_of:<5g} {detail}")
         total, best = total + got, best + out_of
-    rows.append(f"{'total':34} {total:6g} / {best:<5g}")
+    rows.append(f"{'total':34} {total:6g} / {best:g}")
     return rows
