@@ -2,15 +2,24 @@
 
 Each oracle follows the paper (and DESIGN.md) as literally as possible and is never used
 by the package itself. Tests compare the NumPy/Numba/CUDA versions against these.
+
+The oracles of graded functions are ``@recorded``: the student copy leaves their bodies out
+(they are answers) and replays, for each call the tests make, the result this file gave when
+the copy was written (minissd/assignments/oracles.py). Decorate any new oracle of a graded
+function the same way; the ungraded ones (conv2d, max_pool2d: forward passes the students
+are given) ship as they are.
 """
 
 import math
 
 import numpy as np
 
+from minissd.assignments.oracles import recorded
+
 # ---- boxes, matching, mining, NMS (core) --------------------------------------------------
 
 
+@recorded
 def iou(a, b):
     """IoU of every pair of corner boxes, one pair at a time, in Python floats."""
     out = np.zeros((len(a), len(b)))
@@ -22,6 +31,7 @@ def iou(a, b):
     return out
 
 
+@recorded
 def encode(box, prior, variances=(0.1, 0.2)):
     """One corner box seen from one centre-form prior (Liu et al. 2016, eq. 2 with variances)."""
     x0, y0, x1, y1 = (float(v) for v in box)
@@ -31,6 +41,7 @@ def encode(box, prior, variances=(0.1, 0.2)):
             math.log(w / pw) / variances[1], math.log(h / ph) / variances[1]]
 
 
+@recorded
 def match(gt_boxes, gt_labels, priors, iou_threshold=0.5, variances=(0.1, 0.2)):
     """DESIGN.md's matching rule read literally: two nested loops over priors and objects.
 
@@ -63,6 +74,7 @@ def match(gt_boxes, gt_labels, priors, iou_threshold=0.5, variances=(0.1, 0.2)):
     return loc_t, conf_t
 
 
+@recorded
 def hard_negative_mining(bg_loss, conf_t, neg_pos_ratio=3):
     """Per image: the positives, plus the k hardest negatives, k = min(ratio * pos, negatives).
 
@@ -79,6 +91,7 @@ def hard_negative_mining(bg_loss, conf_t, neg_pos_ratio=3):
     return mask
 
 
+@recorded
 def nms(boxes, scores, iou_threshold):
     """Greedy NMS: take the best remaining box, drop every box overlapping it by > threshold."""
     order = sorted(range(len(scores)), key=lambda i: (-scores[i], i))  # ties: lower index first
@@ -151,6 +164,7 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False):
 # ---- evaluation (AP) -----------------------------------------------------------------------
 
 
+@recorded
 def average_precision(detections, ground_truths, label, iou_threshold=0.5, use_07_metric=True):
     """One class's AP, following the VOC devkit step by step (VOCevaldet.m / voc_eval.py).
 

@@ -166,6 +166,7 @@ def test_bad_input():
         evaluate_detections([det([A], [CAT], [np.nan])], truths, num_classes=1)
 
 
+# [instructor-only] tests of the tests: wrong implementations, each one step from the solution
 # ---- wrong implementations the checks above must catch --------------------------------------
 
 def _ap_plain_average(recall, precision, use_07_metric=True):
@@ -207,3 +208,4 @@ def test_wrong_bookkeeping_is_caught(monkeypatch, test):
     monkeypatch.setattr(E, "_evaluate_class", _evaluate_class_without_bookkeeping)
     with pytest.raises(AssertionError):
         test()
+# [/instructor-only]

@@ -128,6 +128,7 @@ def test_multibox_loss_bad_input(rng, change, message):
         multibox_loss(*change(random_batch(rng)))
 
 
+# [instructor-only] tests of the tests: wrong implementations, each one step from the solution
 # ---- wrong implementations the checks above must catch --------------------------------------
 
 def _mine_counting_positives_as_negatives(bg_loss, conf_t, neg_pos_ratio, mask):
@@ -155,3 +156,4 @@ def test_wrong_mining_is_caught(monkeypatch, rng, wrong):
     with pytest.raises(AssertionError):
         test_mining_worked_example_with_known_ranks()
         test_mining_matches_naive(rng)
+# [/instructor-only]

@@ -128,6 +128,7 @@ def test_bad_threshold():
         match(GT_BOXES, GT_LABELS, PRIORS, iou_threshold=1.5)
 
 
+# [instructor-only] tests of the tests: wrong implementations, each one step from the solution
 # ---- wrong implementations the checks above must catch --------------------------------------
 
 def _match_without_forced_prior(ious, gt_labels, threshold, best_prior, best_gt, labels_out):
@@ -150,6 +151,7 @@ def test_wrong_matching_is_caught(monkeypatch, wrong):
     with pytest.raises(AssertionError):
         test_worked_example_best_prior_below_threshold_is_still_positive()
         test_threshold_is_inclusive_and_configurable()
+# [/instructor-only]
 
 
 def test_match_batch_of_no_images_gives_empty_targets():

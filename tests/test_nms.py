@@ -101,6 +101,7 @@ def test_detect_bad_input():
         detect(np.zeros((1, 1, 4)), np.full((1, 1, 3), np.nan), priors)
 
 
+# [instructor-only] tests of the tests: wrong implementations, each one step from the solution
 def _suppress_with_suppressed(boxes, order, iou_threshold, keep):
     """Lets suppressed boxes suppress others too (a common mistake)."""
     n = 0
@@ -125,3 +126,4 @@ def test_wrong_nms_is_caught(monkeypatch, wrong):
     with pytest.raises(AssertionError):
         test_nms_worked_example()
         test_suppressed_boxes_do_not_suppress()
+# [/instructor-only]

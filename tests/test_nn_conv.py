@@ -86,6 +86,7 @@ def test_backward_accumulates(rng):
     np.testing.assert_allclose(conv.weight.grad, 2 * once)
 
 
+# [instructor-only] tests of the tests: wrong implementations, each one step from the solution
 @pytest.mark.parametrize("wrong", ["stride", "dilation"])
 def test_backward_that_ignores_stride_or_dilation_is_caught(wrong, rng, monkeypatch):
     # A backward whose taps forget the stride (or the dilation) must fail the gradient check.
@@ -105,6 +106,7 @@ def test_backward_that_ignores_stride_or_dilation_is_caught(wrong, rng, monkeypa
 
     monkeypatch.setattr(conv_module, "conv2d_backward", broken_backward)
     assert nn.gradcheck(conv, x) > 1e-2
+# [/instructor-only]
 
 
 def test_bad_input_shape_names_the_layer(rng):

@@ -165,6 +165,67 @@ def strip_regions(source: str, path: str = "<string>", only=None) -> tuple[str, 
     return stripped, regions
 
 
+# Lines the student copy leaves out entirely, at any level (a test of the tests, a wrong
+# implementation that is one character away from the solution): see strip_instructor_only.
+ONLY_OPEN = re.compile(r"^# \[instructor-only\](.*)$")
+ONLY_CLOSE = re.compile(r"^# \[/instructor-only\]\s*$")
+
+
+def strip_instructor_only(source: str, path: str = "<string>") -> tuple[str, list]:
+    """Remove every ``[instructor-only]`` block, markers included. A block is::
+
+        # [instructor-only] why it is left out
+        ...lines, at any level...
+        # [/instructor-only]
+
+
+    Each block becomes one comment line at its indentation, ``# (N lines left out of the
+    student copy: why)``. Returns the new source and (first line, last line, why) of each
+    block, 1-based, in the reference file. MarkerError for a block without a reason, nested,
+    unclosed, closed at another indentation, or whose removal leaves invalid Python.
+    """
+    if "[instructor-only]" not in source and "[/instructor-only]" not in source:
+        return source, []
+    blocks, opened = [], None
+    for row, col, text in _comments(source, path):
+        if "instructor-only]" not in text:
+            continue
+        where = f"{path}:{row}"
+        if m := ONLY_OPEN.match(text):
+            if opened:
+                raise MarkerError(f"{where}: an [instructor-only] block opens inside the one "
+                                  f"opened at line {opened[0]}; blocks cannot nest")
+            if not m[1].strip():
+                raise MarkerError(f"{where}: [instructor-only] needs a reason after it "
+                                  "(it is shown in the student copy)")
+            opened = (row, col, m[1].strip())
+        elif ONLY_CLOSE.match(text):
+            if not opened:
+                raise MarkerError(f"{where}: '# [/instructor-only]' without an opening marker")
+            if col != opened[1]:
+                raise MarkerError(f"{where}: '# [/instructor-only]' is indented {col} columns "
+                                  f"but the block opened at line {opened[0]} with {opened[1]}")
+            blocks.append((opened[0], row, opened[2]))
+            opened = None
+        else:
+            raise MarkerError(f"{where}: malformed marker {text!r}; expected "
+                              "'# [instructor-only] why' ... '# [/instructor-only]'")
+    if opened:
+        raise MarkerError(f"{path}:{opened[0]}: [instructor-only] block never closed")
+    lines = source.splitlines(keepends=True)
+    for start, end, why in reversed(blocks):
+        indent = lines[start - 1][:len(lines[start - 1]) - len(lines[start - 1].lstrip())]
+        lines[start - 1:end] = [f"{indent}# ({end - start - 1} lines left out of the student "
+                                f"copy: {why})\n"]
+    stripped = "".join(lines)
+    try:
+        compile(stripped, path, "exec")
+    except SyntaxError as err:
+        raise MarkerError(f"{path}:{err.lineno}: leaving out the [instructor-only] blocks "
+                          f"leaves invalid Python ({err.msg})") from None
+    return stripped, blocks
+
+
 def scan_tree(root: Path, files) -> list[Region]:
     """The regions of every ``.py`` file in ``files`` (paths relative to ``root``)."""
     regions = []

@@ -99,3 +99,28 @@ def points_table(scores, chapters) -> list:
         total, best = total + got, best + out_of
     rows.append(f"{'total':34} {total:6g} / {best:g}")
     return rows
+
+
+# docs/students.md shows what the end of a run looks like between these two lines; the
+# student copy and ``python -m minissd.assignments docs`` write it from the parts table.
+EXAMPLE_BEGIN = "<!-- points example: generated from minissd/assignments/parts.py " \
+                "(python -m minissd.assignments docs); do not edit -->"
+EXAMPLE_END = "<!-- /points example -->"
+
+
+def example_points(parts, chapters) -> list:
+    """The points table of a copy where only the first part is done, as pytest prints it."""
+    scores = [PartScore(p, passed=int(k == 0), run=1, score=float(p.points) if k == 0 else 0.0)
+              for k, p in enumerate(parts)]
+    return [f"{' assignment points ':=^80}"] + points_table(scores, chapters)
+
+
+def example_points_block(text: str, parts, chapters) -> str:
+    """``text`` with the lines between EXAMPLE_BEGIN and EXAMPLE_END rewritten (unchanged
+    when the markers are missing)."""
+    if EXAMPLE_BEGIN not in text or EXAMPLE_END not in text:
+        return text
+    head, rest = text.split(EXAMPLE_BEGIN, 1)
+    _, tail = rest.split(EXAMPLE_END, 1)
+    block = "\n".join(["```", *example_points(parts, chapters), "```"])
+    return f"{head}{EXAMPLE_BEGIN}\n{block}\n{EXAMPLE_END}{tail}"
