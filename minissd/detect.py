@@ -230,7 +230,7 @@ def main(argv=None):
     from PIL import Image
 
     from . import viz
-    from .data.voc import load_image
+    from .data.images import load_image
     from .evaluate import write_detections
 
     parser = argparse.ArgumentParser(prog="python -m minissd.detect", description=__doc__.split("\n\n")[0])

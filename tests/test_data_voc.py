@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 
 from minissd.data import VOC_CLASSES, DatasetError, VOCDataset
-from minissd.data.voc import load_image, voc_box_to_normalised
+from minissd.data.images import load_image
+from minissd.data.voc import voc_box_to_normalised
 
 FIXTURE = Path(__file__).parent / "fixtures" / "voc"
 
@@ -193,7 +194,7 @@ def test_corrupt_pixels_found_on_load(tmp_path):
 
 def test_size_mismatch(voc):
     edit(voc / "Annotations" / "000002.xml", "<width>10</width>", "<width>11</width>")
-    expect_error(voc, "train", "000002.jpg", "10x10 but its XML says 11x10")
+    expect_error(voc, "train", "000002.jpg", "10x10 but 000002.xml says 11x10")
 
 
 def test_missing_split_file(voc):

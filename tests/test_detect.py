@@ -12,7 +12,7 @@ from PIL import Image
 from minissd import cli, detect, evaluate
 from minissd.checkpoint import CheckpointError, save_checkpoint
 from minissd.data.augment import eval_transform
-from minissd.data.voc import load_image
+from minissd.data.images import load_image
 from minissd.errors import ConfigError, DatasetError
 from minissd.data import VOCDataset, make_tiny_voc
 from minissd.model import SSD, SSDConfig

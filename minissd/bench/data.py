@@ -48,7 +48,7 @@ def _ms(seconds, n):
 def per_image_costs(ds, size, n, transform):
     """{what: ms per image} for decoding and augmenting ``n`` images of ``ds`` alone."""
     from minissd.data.loader import decode_reduced
-    from minissd.data.voc import load_image
+    from minissd.data.images import load_image
 
     paths = [a.image_path for a in ds.annotations[:n]]
     out = {}

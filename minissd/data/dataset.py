@@ -28,7 +28,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import DatasetError
-from .voc import load_image
+from .images import load_image
 
 log = logging.getLogger(__name__)
 
@@ -52,13 +52,14 @@ class Record:
     difficult: np.ndarray
 
 
-def check_image(path, where, width=None, height=None):
+def check_image(path, where, width=None, height=None, formats=IMAGE_FORMATS):
     """(width, height) of an image file read from its header (no pixels decoded).
 
     - where: what to name in the error after the image path ("listed in ann.json images[3]")
     - width, height: the size the annotations claim, checked if given
+    - formats: the Pillow format names accepted (VOC: only "JPEG")
     Raises DatasetError naming the image (and ``where``) when it is missing, unreadable, not
-    one of IMAGE_FORMATS, or of another size.
+    one of ``formats``, or of another size.
     """
     path = Path(path)
     if not path.is_file():
@@ -68,8 +69,8 @@ def check_image(path, where, width=None, height=None):
             fmt, size = im.format, im.size
     except Exception as e:  # Pillow raises several types for a bad header
         raise DatasetError(f"{path}: not a readable image ({e}; {where})") from None
-    if fmt not in IMAGE_FORMATS:
-        raise DatasetError(f"{path}: expected one of {', '.join(IMAGE_FORMATS)}, found {fmt} ({where})")
+    if fmt not in formats:
+        raise DatasetError(f"{path}: expected one of {', '.join(formats)}, found {fmt} ({where})")
     if width is not None and size != (width, height):
         raise DatasetError(f"{path}: image is {size[0]}x{size[1]} but {where} says {width}x{height}")
     return size
@@ -107,8 +108,9 @@ def read_names(path):
 class RecordDataset:
     """A list of checked ``Record``s as a dataset (the contract in this module's docstring).
 
-    Subclasses build ``self.records`` (calling ``self._add`` per image so that ``skip_bad``
-    works the same everywhere), ``self.classes``, and call ``self._finish()``.
+    Subclasses (the VOC, COCO and YOLO readers) set ``self.source``, ``self.split`` and
+    ``self.classes``, build ``self.annotations`` (calling ``self._add`` per image so that
+    ``skip_bad`` works the same everywhere), and call ``self._finish()``.
     """
 
     def _start(self, keep_difficult, skip_bad):

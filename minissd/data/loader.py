@@ -277,7 +277,7 @@ class DecodeCache:
                 image = np.array(Image.fromarray(image).resize((min(W, self.max_side), min(H, self.max_side)),
                                                                Image.BILINEAR))
             return image, boxes, labels, difficult
-        from .voc import load_image  # the reader's own errors for a corrupt file
+        from .images import load_image  # the reader's own errors for a corrupt file
 
         image = decode_reduced(r.image_path, self.max_side, self.draft) if self.max_side else load_image(r.image_path)
         keep = slice(None) if getattr(self.dataset, "keep_difficult", True) else ~r.difficult

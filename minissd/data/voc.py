@@ -20,20 +20,15 @@ and the whole image maps to [0, 1] exactly.
 
 from __future__ import annotations
 
-import io
-import logging
 import os
-import warnings
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from ..errors import DatasetError
-
-log = logging.getLogger(__name__)
+from .dataset import RecordDataset, check_image
 
 # The 20 Pascal VOC classes in the order every SSD implementation uses (alphabetical, as in the
 # VOC devkit's VOCinit.m); label k (1..20) means VOC_CLASSES[k - 1], label 0 is background.
@@ -189,75 +184,18 @@ def parse_annotation(xml_path, image_path, image_id, class_index) -> Annotation:
     )
 
 
-def check_image_file(path, width, height):
+def check_image_file(path, width, height, xml_name="its XML"):
     """Check a JPEG without decoding its pixels: it exists, its header reads, its size matches the
-    XML, and its last kilobyte holds the end-of-image marker (a cut-off download lacks it)."""
-    path = Path(path)
-    if not path.exists():
-        raise DatasetError(f"{path}: image file is missing")
-    try:
-        with Image.open(path) as im:
-            fmt, size = im.format, im.size
-    except Exception as e:  # PIL raises several types for a bad header
-        raise DatasetError(f"{path}: not a readable image ({e})") from None
-    if fmt != "JPEG":
-        raise DatasetError(f"{path}: expected a JPEG, found {fmt}")
-    if size != (width, height):
-        raise DatasetError(f"{path}: image is {size[0]}x{size[1]} but its XML says {width}x{height}")
+    XML (named ``xml_name`` in errors), and its last kilobyte holds the end-of-image marker (a
+    cut-off download lacks it)."""
+    check_image(path, xml_name, width, height, formats=("JPEG",))
     with open(path, "rb") as f:
         f.seek(max(0, os.path.getsize(path) - 1024))
         if b"\xff\xd9" not in f.read():
             raise DatasetError(f"{path}: JPEG is truncated (no end-of-image marker)")
 
 
-def load_image(path) -> np.ndarray:
-    """Decode an image file to (H, W, 3) uint8 RGB (grey images are expanded to three channels).
-
-    Raises DatasetError naming the file when it does not decode, or when it is a JPEG cut
-    short that still ends with an end-of-image marker (``_cut_short``): libjpeg fills what is
-    missing with grey and says nothing, and Pillow passes that on.
-    """
-    try:
-        with Image.open(path) as im:
-            fmt = im.format
-            image = np.array(im.convert("RGB"))  # (H, W, 3) uint8, writeable (asarray's is not)
-    except Exception as e:
-        raise DatasetError(f"{path}: corrupt image ({e})") from None
-    if fmt == "JPEG" and _cut_short(path, image):
-        raise DatasetError(f"{path}: JPEG is truncated (its image data ends early; the rest "
-                           "would decode as grey)")
-    return image
-
-
-# Bytes put before the end-of-image marker to tell a complete JPEG from a cut one; no 0xFF
-# (which would start a marker), fixed so that the check is deterministic.
-_PROBE = bytes(np.random.default_rng(0).integers(0, 255, 2048, dtype=np.uint8))
-
-
-def _cut_short(path, image) -> bool:
-    """True when the JPEG at ``path`` (decoded as ``image``) lost part of its image data.
-
-    When the entropy-coded data stops early, libjpeg decodes every missing block as mid-grey
-    (all coefficients 0: RGB 128, 128, 128), so a cut image always ends, bottom right, in
-    that grey. Only when it does (rare in a real photo) is the file decoded a second time with
-    extra bytes put just before its end-of-image marker: a complete image has already
-    decoded every block and ignores them, a cut one decodes them as image data and changes.
-    """
-    if not np.all(image[-2:, -2:] == 128):
-        return False
-    data = Path(path).read_bytes()
-    end = data.rfind(b"\xff\xd9")
-    if end < 0:
-        return False  # check_image_file reports a missing marker
-    try:
-        with Image.open(io.BytesIO(data[:end] + _PROBE + data[end:])) as im:
-            probed = np.array(im.convert("RGB"))
-    except Exception:
-        return True  # the extra bytes were read as image data, and did not decode
-    return not np.array_equal(probed, image)
-
-
-class VOCDataset:
+class VOCDataset(RecordDataset):
     """A VOC split as an indexable dataset: ``image, boxes, labels, difficult = ds[i]``.
 
     - root: the VOC year folder (the one holding Annotations/, JPEGImages/, ImageSets/)
@@ -280,14 +218,12 @@ class VOCDataset:
     """
 
     def __init__(self, root, split="train", classes=None, keep_difficult=True, skip_bad=False):
-        self.root = Path(root)
+        self.root = self.source = Path(root)
         self.split = split
         if classes is None:
             classes = read_classes(self.root) or VOC_CLASSES
         self.classes = list(classes)
-        self.keep_difficult = keep_difficult
-        self.skip_bad = skip_bad
-        self.skipped: list[tuple[str, str]] = []  # (image id, reason) for each left-out image
+        self._start(keep_difficult, skip_bad)
 
         split_file = self.root / "ImageSets" / "Main" / f"{split}.txt"
         if not split_file.exists():
@@ -298,36 +234,16 @@ class VOCDataset:
                if line.strip()]
 
         class_index = {name: k + 1 for k, name in enumerate(self.classes)}
-        self.annotations: list[Annotation] = []
         for image_id in ids:
-            try:
-                ann = parse_annotation(
-                    self.root / "Annotations" / f"{image_id}.xml",
-                    self.root / "JPEGImages" / f"{image_id}.jpg",
-                    image_id, class_index)
-                check_image_file(ann.image_path, ann.width, ann.height)
-            except DatasetError as e:
-                if not skip_bad:
-                    raise
-                self.skipped.append((image_id, str(e)))
-                warnings.warn(f"skipping bad image: {e}", stacklevel=2)
-                log.warning("skipping bad image: %s", e)
-                continue
-            self.annotations.append(ann)
-        self.ids = [a.image_id for a in self.annotations]
+            self._add(image_id, lambda: self._read(image_id, class_index))
+        self._finish()
 
-    def __len__(self):
-        return len(self.annotations)
-
-    def __getitem__(self, i):
-        ann = self.annotations[i]
-        image = load_image(ann.image_path)  # (H, W, 3) uint8
-        keep = slice(None) if self.keep_difficult else ~ann.difficult
-        return image, ann.boxes[keep], ann.labels[keep], ann.difficult[keep]
-
-    def __repr__(self):
-        return (f"VOCDataset({str(self.root)!r}, split={self.split!r}: {len(self)} images, "
-                f"{len(self.classes)} classes)")
+    def _read(self, image_id, class_index) -> Annotation:
+        """The checked Annotation of one image (DatasetError naming the file if it is bad)."""
+        xml = self.root / "Annotations" / f"{image_id}.xml"
+        ann = parse_annotation(xml, self.root / "JPEGImages" / f"{image_id}.jpg", image_id, class_index)
+        check_image_file(ann.image_path, ann.width, ann.height, xml.name)
+        return ann
 
 
 class ConcatDataset:
