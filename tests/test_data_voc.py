@@ -201,6 +201,12 @@ def test_missing_split_file(voc):
     expect_error(voc, "test", "test.txt", "split file is missing")
 
 
+def test_an_id_listed_twice_in_a_split(voc):
+    split = voc / "ImageSets" / "Main" / "train.txt"
+    split.write_text(split.read_text() + "000001\n")  # would train on it twice, count it twice in mAP
+    expect_error(voc, "train", "VOC2007", "image ids repeat", "000001")
+
+
 def test_missing_annotation(voc):
     (voc / "Annotations" / "000002.xml").unlink()
     expect_error(voc, "train", "000002.xml", "annotation file is missing")
