@@ -283,3 +283,87 @@ def test_the_augmentations_registry_names_the_training_pipelines(rng):
     assert "expand" in repr(augmentation("ssd", 32, max_expand=2.0))
     with pytest.raises(ValueError, match="unknown name 'mixup'"):
         augmentation("mixup", 32)
+
+
+# ---- the IoU crop's acceptance rules (--crop, docs/switches.md) -------------------------------------
+#
+# Boxes in a 100 x 100 image, pixels: A (0, 0, 40, 40), B (60, 60, 100, 100), C (40, 10, 50, 20).
+BOX_A, BOX_B, BOX_C = (0, 0, 40, 40), (60, 60, 100, 100), (40, 10, 50, 20)
+
+
+def naive_rule(rect, boxes, min_iou, rule):
+    """The four rules as the implementations write them, one patch at a time (pixels)."""
+    def iou(a, b):
+        iw = max(0, min(a[2], b[2]) - max(a[0], b[0]))
+        ih = max(0, min(a[3], b[3]) - max(a[1], b[1]))
+        inter = iw * ih
+        return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+    def centre_inside(b):
+        cx, cy = (b[0] + b[2]) / 2, (b[1] + b[3]) / 2
+        return rect[0] < cx < rect[2] and rect[1] < cy < rect[3]
+
+    ious = [iou(rect, b) for b in boxes]
+    if rule == "any":  # Caffe's SatisfySampleConstraint: the first object that meets it
+        return any(v >= min_iou for v in ious)
+    if rule == "best":  # torchvision: the boxes with their centre inside, then max(ious) >= m
+        inside = [v for v, b in zip(ious, boxes) if centre_inside(b)]
+        return bool(inside) and max(inside) >= min_iou
+    if rule == "all":  # mmdetection's MinIoURandomCrop: min(ious) >= m
+        return min(ious) >= min_iou
+    return True  # ssd.pytorch: the IoU test never fires
+
+
+@pytest.mark.parametrize("boxes, rect, min_iou, expected", [
+    # A meets 0.3 (IoU 760 / 2440 = 0.31) but its centre (20, 20) is outside; C's centre is
+    # inside, IoU 100 / 1600 = 0.06: Caffe accepts, torchvision does not
+    ((BOX_A, BOX_C), (21, 0, 61, 40), 0.3, dict(any=True, best=False, all=False)),
+    # A inside with IoU 1600 / 2500 = 0.64, B outside with IoU 0: any and best, not all
+    ((BOX_A, BOX_B), (0, 0, 50, 50), 0.3, dict(any=True, best=True, all=False)),
+    # the whole image: IoU 0.16 with A and with B: below 0.3 for every rule but ssd.pytorch's
+    ((BOX_A, BOX_B), (0, 0, 100, 100), 0.3, dict(any=False, best=False, all=False)),
+    # ... and above 0.1: every rule accepts
+    ((BOX_A, BOX_B), (0, 0, 100, 100), 0.1, dict(any=True, best=True, all=True)),
+])
+def test_crop_rules_worked_cases(boxes, rect, min_iou, expected):
+    px, rects = np.array(boxes, np.float64), np.array([rect], np.float64)
+    ious = A._iou_with_rect(px, rects)  # (1, G)
+    cx, cy = (px[:, 0] + px[:, 2]) / 2, (px[:, 1] + px[:, 3]) / 2
+    inside = ((cx > rect[0]) & (cx < rect[2]) & (cy > rect[1]) & (cy < rect[3]))[None]  # (1, G)
+    expected = {**expected, "never-reject": True}
+    for rule in A.CROP_RULES:
+        assert bool(A.crop_accepts(ious, inside, min_iou, rule)[0]) == expected[rule], rule
+        assert naive_rule(rect, boxes, min_iou, rule) == expected[rule], rule
+    with pytest.raises(ValueError, match="unknown 'some'"):
+        A.crop_accepts(ious, inside, min_iou, "some")
+
+
+def test_crop_rules_take_different_patches_from_the_same_draws():
+    # boxes A, B, C, min IoU 0.1, seed 20: every rule sees the same 50 candidate patches and
+    # takes the first it accepts (the rules only ever reject more: never-reject, any, best, all)
+    boxes = np.array([BOX_A, BOX_B, BOX_C], np.float32) / 100
+    image = coordinate_image(100, 100)
+    rects = {}
+    for rule in A.CROP_RULES:
+        out, b, l = A.random_iou_crop(image, boxes, np.arange(3), np.random.default_rng(20),
+                                      min_ious=(0.1,), rule=rule)
+        rects[rule] = crop_rect(out)
+    assert len(set(rects.values())) == 4  # four rules, four outcomes
+    px = [BOX_A, BOX_B, BOX_C]
+    for rule in ("any", "best", "never-reject"):
+        assert naive_rule(rects[rule], px, 0.1, rule)  # each patch meets its own rule ...
+    assert not naive_rule(rects["never-reject"], px, 0.1, "any")  # ... which the stricter refuse
+    assert not naive_rule(rects["any"], px, 0.1, "best")
+    # no patch of sides >= 30 px meets 0.1 with all three (C, 10 x 10, needs a patch of at most
+    # 1000 px^2, which cannot reach B): "all" leaves the image whole
+    assert rects["all"] == (0, 0, 100, 100)
+
+
+def test_the_crop_rule_reaches_the_pipeline():
+    assert A.augmentation("ssd", 32, crop="best").steps[2].keywords == {"rule": "best"}
+    assert A.train_transform(32).steps[2].keywords == {"rule": "any"}  # the default: Caffe's
+    for build in (lambda: A.augmentation("ssd", 32, crop="most"), lambda: A.train_transform(32, crop="most"),
+                  lambda: A.random_iou_crop(coordinate_image(9, 9), np.zeros((0, 4), np.float32),
+                                            np.zeros(0), np.random.default_rng(0), rule="most")):
+        with pytest.raises(ValueError, match="'most'"):
+            build()

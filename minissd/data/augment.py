@@ -166,21 +166,61 @@ def _iou_with_rect(boxes, rects):
     return inter / (area_r[:, None] + area_b[None, :] - inter)
 
 
+# When does a patch's overlap with the objects let it through? Implementations disagree
+# (``python -m minissd.train --crop``, docs/switches.md), for a patch and a drawn min IoU m:
+# - "any": some object, centre inside the patch or not, has IoU >= m (the authors' Caffe,
+#   src/caffe/util/sampler.cpp SatisfySampleConstraint: the first object that meets it wins);
+# - "best": the best IoU among the objects whose centre is inside the patch is >= m
+#   (torchvision's RandomIoUCrop: it keeps those objects first, then `ious.max() < m` rejects);
+# - "all": every object has IoU >= m (mmdetection's MinIoURandomCrop: `overlaps.min() < m`);
+# - "never-reject": the IoU is never tested (ssd.pytorch utils/augmentations.py
+#   RandomSampleCrop: its test `overlap.min() < min_iou and max_iou < overlap.max()` needs
+#   max_iou < some IoU, but every one of its options leaves max_iou at +inf, so the test is
+#   false for every patch, amdegroot/ssd.pytorch issue #68; only the aspect and the
+#   centre-inside checks remain).
+# Every rule also needs one object centre inside the patch (all four implementations do).
+CROP_RULES = ("any", "best", "all", "never-reject")
+
+
+def crop_accepts(ious, inside, min_iou, rule="any"):
+    """Which candidate patches meet the drawn min IoU under ``rule`` (see ``CROP_RULES``).
+
+    - ious: (T, G) IoU of each of T patches with each of G boxes
+    - inside: (T, G) bool, box g's centre strictly inside patch t
+    - min_iou: the drawn option, a number in (0, 1]
+    - returns (T,) bool
+    """
+    meets = ious >= min_iou  # (T, G)
+    if rule == "any":
+        return meets.any(axis=1)
+    if rule == "best":  # max over the boxes inside >= m  <=>  some box inside meets it
+        return (meets & inside).any(axis=1)
+    if rule == "all":
+        return meets.all(axis=1)
+    if rule == "never-reject":
+        return np.ones(len(ious), bool)
+    raise ValueError(f"crop rule: unknown {rule!r}, choose one of {', '.join(CROP_RULES)}")
+
+
 def random_iou_crop(image, boxes, labels, rng, min_ious=CROP_MIN_IOUS, min_scale=0.3,
-                    aspect_range=(0.5, 2.0), trials=50):
+                    aspect_range=(0.5, 2.0), trials=50, rule="any"):
     """Zoom in: crop a random patch that overlaps some object by at least a random min IoU.
 
     - image: (H, W, 3) -> (h, w, 3), a view of the input
     - boxes: kept when their centre lies inside the patch, clipped to it, renormalised
     - labels: filtered with their boxes
+    - rule: which objects must meet the min IoU, one of ``CROP_RULES`` (``crop_accepts``)
 
     One option is drawn from ``min_ious``; then up to ``trials`` patches are drawn with sides in
     [min_scale, 1] of the image's and aspect h/w in ``aspect_range`` (ssd.pytorch's numbers).
-    A patch is accepted when some object has IoU >= the option with it (the Caffe code's rule:
-    any object, not all) and at least one box centre falls inside. If no trial succeeds, the
-    image is returned unchanged.
+    A patch is accepted when ``crop_accepts`` says so for the option (the default "any": some
+    object has IoU >= the option with it, the Caffe code's rule: any object, not all) and at
+    least one box centre falls inside. If no trial succeeds, the image is returned unchanged.
+    The rule changes only which patch is accepted: the random draws are the same for every rule.
     """
-    # [assignment random_iou_crop] Draw many candidate patches at once, score them by their IoU with the boxes, take the first that satisfies the drawn min IoU and holds a box centre; keep, clip and renormalise the boxes whose centres are inside.
+    if rule not in CROP_RULES:
+        raise ValueError(f"random_iou_crop: unknown rule {rule!r}, choose one of {', '.join(CROP_RULES)}")
+    # [assignment random_iou_crop] Draw many candidate patches at once, score them by their IoU with the boxes, take the first that satisfies the drawn min IoU under `rule` (crop_accepts) and holds a box centre; keep, clip and renormalise the boxes whose centres are inside.
     min_iou = min_ious[int(rng.integers(len(min_ious)))]
     if min_iou is None:
         return image, boxes, labels
@@ -203,7 +243,8 @@ def random_iou_crop(image, boxes, labels, rng, min_ious=CROP_MIN_IOUS, min_scale
     if len(boxes):
         ok &= inside.any(axis=1)
         if min_iou > -math.inf:
-            ok &= (_iou_with_rect(px, rects.astype(np.float64)) >= min_iou).any(axis=1)
+            ious = _iou_with_rect(px, rects.astype(np.float64))  # (T, G)
+            ok &= crop_accepts(ious, inside, min_iou, rule)
     found = np.flatnonzero(ok)
     if len(found) == 0:
         return image, boxes, labels
@@ -258,12 +299,17 @@ def normalize(image, boxes, labels, rng=None, mean=MEAN, std=STD):
     return chw, boxes, labels
 
 
-def train_transform(size=300, mean=MEAN, std=STD, max_expand=4.0):
-    """The paper's training pipeline: distort, zoom out, zoom in, flip, resize, normalise."""
+def train_transform(size=300, mean=MEAN, std=STD, max_expand=4.0, crop="any"):
+    """The paper's training pipeline: distort, zoom out, zoom in, flip, resize, normalise.
+
+    - crop: the IoU crop's acceptance rule, one of ``CROP_RULES`` (default "any", Caffe's)
+    """
+    if crop not in CROP_RULES:
+        raise ValueError(f"train_transform: unknown crop rule {crop!r}, choose one of {', '.join(CROP_RULES)}")
     return Compose([
         photometric_distort,
         partial(expand, max_ratio=max_expand, fill=mean),
-        random_iou_crop,
+        partial(random_iou_crop, rule=crop),
         partial(resize, size=size),
         random_flip,  # after the resize (the paper flips before): the same result, and
                       # mirroring a small image is cheaper than mirroring a 4x expanded one
@@ -283,21 +329,23 @@ def eval_transform(size=300, mean=MEAN, std=STD):
 
 
 # The training augmentations by name (``python -m minissd.train --augment NAME``): each builder
-# takes (size, mean, std, max_expand) and returns one transform f(image, boxes, labels, rng).
+# takes (size, mean, std, max_expand, crop) and returns one transform f(image, boxes, labels, rng).
 AUGMENTATIONS = {
-    "ssd": lambda size, mean, std, max_expand: train_transform(size, mean, std, max_expand=max_expand),
-    "light": lambda size, mean, std, max_expand: light_transform(size, mean, std),
-    "none": lambda size, mean, std, max_expand: eval_transform(size, mean, std),
+    "ssd": lambda size, mean, std, max_expand, crop: train_transform(size, mean, std, max_expand, crop),
+    "light": lambda size, mean, std, max_expand, crop: light_transform(size, mean, std),
+    "none": lambda size, mean, std, max_expand, crop: eval_transform(size, mean, std),
 }
 
 
-def augmentation(name, size, mean=MEAN, std=STD, max_expand=4.0):
+def augmentation(name, size, mean=MEAN, std=STD, max_expand=4.0, crop="any"):
     """The training transform called ``name`` in ``AUGMENTATIONS``, for ``size`` x ``size`` inputs.
 
-    - name: "ssd" (the paper's pipeline, zoom-out up to ``max_expand``), "light" (colour
-      distortion + flip), "none" (resize + normalise only)
-    - raises ValueError naming the choices for another name
+    - name: "ssd" (the paper's pipeline, zoom-out up to ``max_expand``, IoU crops accepted by
+      the rule ``crop``), "light" (colour distortion + flip), "none" (resize + normalise only)
+    - raises ValueError naming the choices for another name or crop rule
     """
     if name not in AUGMENTATIONS:
         raise ValueError(f"augmentation: unknown name {name!r}, choose one of {sorted(AUGMENTATIONS)}")
-    return AUGMENTATIONS[name](size, mean, std, max_expand)
+    if crop not in CROP_RULES:
+        raise ValueError(f"augmentation: unknown crop rule {crop!r}, choose one of {', '.join(CROP_RULES)}")
+    return AUGMENTATIONS[name](size, mean, std, max_expand, crop)
