@@ -24,6 +24,17 @@ import numpy as np
 
 from .errors import ConfigError
 
+# How default boxes that cross the image border are clipped (``PriorConfig.clip``, the flag
+# ``python -m minissd.train --clip-priors``; docs/switches.md):
+# - "center": each of (cx, cy, w, h) clamped to [0, 1] (ssd.pytorch layers/functions/prior_box.py
+#   and torchvision's DefaultBoxGenerator(clip=True), which both clamp the centre form): a box
+#   wider than the image gets w = 1 but keeps its centre, so it still pokes out of the image;
+# - "corner": (xmin, ymin, xmax, ymax) clamped to [0, 1], then back to centre form (the authors'
+#   Caffe PriorBoxLayer with clip: true, src/caffe/layers/prior_box_layer.cpp, whose priors are
+#   corner boxes): the box becomes its part inside the image, its centre moves inwards;
+# - "none": left as tiled (Caffe's ssd_pascal.py trains VOC with clip = False).
+CLIP_MODES = ("center", "corner", "none")
+
 
 @dataclass(frozen=True)
 class PriorConfig:
@@ -40,9 +51,14 @@ class PriorConfig:
     min_sizes: tuple = (30, 60, 111, 162, 213, 264)  # s_k * 300; conv4_3 gets 0.1, then 0.2..0.88
     max_sizes: tuple = (60, 111, 162, 213, 264, 315)  # s_{k+1} * 300: the extra square is sqrt(s_k s_{k+1})
     aspect_ratios: tuple = ((2,), (2, 3), (2, 3), (2, 3), (2,), (2,))  # each a also gives 1/a
-    clip: bool = True  # clamp (cx, cy, w, h) to [0, 1], as ssd.pytorch's PriorBox does
+    clip: str = "center"  # one of CLIP_MODES: "center" clamps (cx, cy, w, h) to [0, 1] (ssd.pytorch)
 
     def __post_init__(self):
+        # configs saved before the clip modes existed hold a bool: True was "center", False "none"
+        if isinstance(self.clip, (bool, np.bool_)):
+            object.__setattr__(self, "clip", "center" if self.clip else "none")
+        if self.clip not in CLIP_MODES:
+            raise ConfigError(f"PriorConfig.clip: expected one of {', '.join(CLIP_MODES)}, got {self.clip!r}")
         m = len(self.feature_maps)
         for name in ("steps", "min_sizes", "max_sizes", "aspect_ratios"):
             if len(getattr(self, name)) != m:
@@ -71,7 +87,7 @@ class PriorConfig:
 
     @classmethod
     def from_scales(cls, image_size, feature_maps, s_min=0.2, s_max=0.9, first_scale=None,
-                    aspect_ratios=None, clip=True):
+                    aspect_ratios=None, clip="center"):
         """Build a config with the paper's linear scale rule (Liu et al. 2016, eq. 4).
 
         - image_size: side of the square input, pixels.
@@ -111,7 +127,7 @@ class PriorConfig:
 
 
     @classmethod
-    def from_scale_list(cls, image_size, feature_maps, scales, aspect_ratios=None, clip=True):
+    def from_scale_list(cls, image_size, feature_maps, scales, aspect_ratios=None, clip="center"):
         """A config with the scales given (fractions of the image side).
 
         - scales, one of
@@ -170,10 +186,12 @@ def default_boxes(config=SSD300_VOC):
 
     - config: a PriorConfig (default SSD300_VOC).
     - returns: (P, 4) float32, centre form (cx, cy, w, h) normalised to [0, 1];
-      P = config.num_priors (8732 for SSD300). With ``config.clip`` each of the four
-      numbers is clamped to [0, 1] (as ssd.pytorch does): in SSD300 this changes the boxes
-      wider or taller than the image and the last row and column of the 10x10 and 5x5 maps,
-      whose steps (32, 64 pixels) put their centres past 300 pixels (9.5 * 32 = 304).
+      P = config.num_priors (8732 for SSD300). ``config.clip`` (see ``CLIP_MODES``):
+      "center" clamps each of the four numbers to [0, 1] (as ssd.pytorch does): in SSD300
+      this changes the boxes wider or taller than the image and the last row and column of
+      the 10x10 and 5x5 maps, whose steps (32, 64 pixels) put their centres past 300 pixels
+      (9.5 * 32 = 304); "corner" clamps the corners instead and returns the part of each box
+      inside the image; "none" leaves the boxes as tiled.
     """
     if not isinstance(config, PriorConfig):
         raise ValueError(f"config: expected a PriorConfig, got {type(config).__name__}")
@@ -193,9 +211,23 @@ def default_boxes(config=SSD300_VOC):
                 boxes.append((cx, cy, s_k / r, s_k * r))
     priors = np.array(boxes, dtype=np.float64)  # (P, 4)
     # [/assignment]
-    if config.clip:
+    if config.clip == "center":
         np.clip(priors, 0.0, 1.0, out=priors)
+    elif config.clip == "corner":
+        priors = _clip_corners(priors)
     return priors.astype(np.float32)
+
+
+def _clip_corners(priors):
+    """(P, 4) centre form -> the same boxes cut to the image [0, 1]^2, centre form (float64).
+
+    A box wholly outside the image would become empty (w or h = 0); no layout here tiles one,
+    since every cell centre lies inside the image or at most a few pixels past its edge.
+    """
+    half = priors[:, 2:] / 2
+    lo = np.clip(priors[:, :2] - half, 0.0, 1.0)  # (P, 2) xmin, ymin
+    hi = np.clip(priors[:, :2] + half, 0.0, 1.0)  # (P, 2) xmax, ymax
+    return np.concatenate([(lo + hi) / 2, hi - lo], axis=1)
 
 
 # ---- fitting default boxes to a dataset ------------------------------------------------------
@@ -306,7 +338,7 @@ def fit_prior_scales(data, config=None, iou_threshold=0.5, candidates=None, swee
         shapes = [(math.sqrt(a), 1 / math.sqrt(a)) for a in config.aspect_ratios[k]]
         shapes += [(b, a) for a, b in shapes]
         for j, s in enumerate(cand):
-            q = min(s, 1.0)  # clip clamps sizes at 1
+            q = min(s, 1.0)  # the "center" clip clamps sizes at 1 (an estimate for the other modes)
             square[k, j] = _iou_at_nearest_cell(w, h, dx, dy, q, q) >= iou_threshold
             main[k, j] = square[k, j]
             for rw, rh in shapes:

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from minissd.priors import SSD300_VOC, PriorConfig, default_boxes
+from minissd.priors import CLIP_MODES, SSD300_VOC, PriorConfig, default_boxes
 
 
 def test_ssd300_has_8732_priors():
@@ -145,3 +145,38 @@ def test_fit_takes_the_layout_of_a_model_by_name():
     boxes = np.array([[0.1, 0.1, 0.2, 0.25], [0.5, 0.5, 0.9, 0.8]], np.float32)
     assert fit_prior_scales(boxes, input_size=256) == fit_prior_scales(boxes, tiny_config(256).priors)
     assert len(fit_prior_scales(boxes, model="ssd300", iou_threshold=0.5)) == 6
+
+
+def test_the_three_clip_modes_on_a_box_wider_than_the_image():
+    # image 100 px, one 2 x 2 map (step 50), squares of 120 px only: the first box is centred
+    # at (0.25, 0.25) with sides 1.2, i.e. corners (-0.35, -0.35, 0.85, 0.85)
+    cfg = dict(image_size=100, feature_maps=(2,), steps=(50,), min_sizes=(120,), max_sizes=(120,),
+               aspect_ratios=((),))
+    first = {mode: default_boxes(PriorConfig(**cfg, clip=mode))[0] for mode in CLIP_MODES}
+    np.testing.assert_allclose(first["none"], [0.25, 0.25, 1.2, 1.2], rtol=1e-6)  # as tiled
+    np.testing.assert_allclose(first["center"], [0.25, 0.25, 1.0, 1.0], rtol=1e-6)  # ssd.pytorch: w clamped
+    # Caffe: corners clamped to (0, 0, 0.85, 0.85), the part inside the image
+    np.testing.assert_allclose(first["corner"], [0.425, 0.425, 0.85, 0.85], rtol=1e-6)
+    # a box inside the image is the same in every mode
+    inner = dict(cfg, min_sizes=(40,), max_sizes=(40,))
+    boxes = [default_boxes(PriorConfig(**inner, clip=mode)) for mode in CLIP_MODES]
+    assert all(np.array_equal(boxes[0], b) for b in boxes)
+
+
+def test_old_bool_clip_values_still_load():
+    # configs saved before the clip modes hold clip: true / false
+    assert PriorConfig(clip=True) == SSD300_VOC and PriorConfig(clip=True).clip == "center"
+    assert PriorConfig(clip=False).clip == "none"
+    assert PriorConfig(clip=np.bool_(True)).clip == "center"
+    with pytest.raises(ConfigError, match="PriorConfig.clip"):
+        PriorConfig(clip="edges")
+
+
+def test_corner_clip_on_ssd300_keeps_every_box_inside_and_moves_only_the_crossing_ones():
+    corner = default_boxes(PriorConfig(clip="corner")).astype(np.float64)
+    none = default_boxes(PriorConfig(clip="none")).astype(np.float64)
+    lo, hi = corner[:, :2] - corner[:, 2:] / 2, corner[:, :2] + corner[:, 2:] / 2
+    assert (lo >= -1e-6).all() and (hi <= 1 + 1e-6).all() and (corner[:, 2:] > 0).all()
+    crossing = np.any((none[:, :2] - none[:, 2:] / 2 < 0) | (none[:, :2] + none[:, 2:] / 2 > 1), axis=1)
+    np.testing.assert_allclose(corner[~crossing], none[~crossing], atol=1e-7)
+    assert (np.abs(corner[crossing] - none[crossing]).max(axis=1) > 1e-4).all()
