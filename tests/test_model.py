@@ -210,8 +210,14 @@ def test_default_tiny_is_bit_identical_to_before_the_family():
         assert _fingerprint(model) == "51298d348ddc23f13be699bc90c780d8cae8cd8ca426770d2eb34364780f236a"
         assert hashlib.sha256(model.priors.tobytes()).hexdigest() == \
             "af6c4c4f7ed33c96e08164550b19c8e86d9f4c4fb74971db1ad2ddfddee7a152"
-    assert hashlib.sha256(json.dumps(TINY_CONFIG.to_dict(), sort_keys=True).encode()).hexdigest() == \
+    # the saved dict: the same but for priors.clip, a bool before the clip modes ("center" was
+    # true); a dict saved then still loads as the same config
+    old = TINY_CONFIG.to_dict()
+    assert old["priors"]["clip"] == "center"
+    old["priors"]["clip"] = True
+    assert hashlib.sha256(json.dumps(old, sort_keys=True).encode()).hexdigest() == \
         "e0ecfa993c9ab79ec328649e93ee1a3e9b7b3eea6a390dbf9277fdb5ac504985"
+    assert SSDConfig.from_dict(json.loads(json.dumps(old))) == TINY_CONFIG
     assert _fingerprint(build_model("tiny", 20, seed=1)) != _fingerprint(build_model("tiny", 20))
 
 
@@ -278,3 +284,107 @@ def test_from_dict_names_the_missing_or_bad_field(change, message):
         SSDConfig.from_dict(d, where="ck.npz model_config")
     with pytest.raises(ConfigError, match="expected a dict"):
         SSDConfig.from_dict([1])
+
+
+# ---- the layout switches: --aspect-ratios and --source-maps (docs/switches.md) -----------------
+
+from minissd.model import with_source_maps  # noqa: E402
+
+TINY_CELLS = (256, 64, 16, 4, 1)  # 16x16, 8x8, 4x4, 2x2, 1x1 locations
+
+
+def test_source_maps_keep_the_heads_and_the_priors_of_those_maps_only(rng):
+    full, model = build_model("tiny", 3), build_model("tiny", 3, source_maps=(0, 1))
+    assert model.config.priors.feature_maps == (16, 8) and len(model.heads.convs) == 2
+    assert model.num_priors == 4 * 256 + 4 * 64 == 1280
+    loc, conf = model.forward(rng.standard_normal((2, 3, 128, 128)).astype(np.float32))
+    assert loc.shape == (2, 1280, 4) and conf.shape == (2, 1280, 4)
+    # the same cells as the full model's first two maps ...
+    np.testing.assert_array_equal(model.priors[:, :2], full.priors[:1280, :2])
+    # ... with the scales spread again from 0.1 (map 0's) to 1.0 (the largest box's): 0.1, 0.55, 1.0
+    np.testing.assert_allclose(model.priors[0, 2:], [0.1, 0.1], rtol=1e-6)
+    np.testing.assert_allclose(model.priors[1, 2:], [np.sqrt(0.1 * 0.55)] * 2, rtol=1e-6)
+    np.testing.assert_allclose(model.priors[1024, 2:], [0.55, 0.55], rtol=1e-6)
+    np.testing.assert_allclose(model.priors[1025, 2:], [np.sqrt(0.55)] * 2, rtol=1e-6)
+    # the layers up to map 1 are the full model's, drawn from the same seed; the rest are gone
+    assert len(model.stages) == 2
+    for a, b in zip(model.stages[1].parameters(), full.stages[1].parameters()):
+        np.testing.assert_array_equal(a.data, b.data)
+
+
+def test_a_map_without_a_head_is_joined_onto_the_next_stage(rng):
+    model = build_model("tiny", 3, source_maps=(1,))  # map 8 alone, the paper's "conv7 alone"
+    assert len(model.stages) == 1 and model.num_priors == 4 * 64
+    assert model.config.tables[0] == TINY_CONFIG.tables[0] + TINY_CONFIG.tables[1]
+    loc, _ = model.forward(rng.standard_normal((1, 3, 128, 128)).astype(np.float32))
+    assert loc.shape == (1, 256, 4)
+    # SSD300 without conv4_3 loses the L2Norm that only conv4_3's head used
+    assert with_source_maps(SSD300_CONFIG, (1, 2)).l2norm_first is False
+    assert with_source_maps(SSD300_CONFIG, (0, 1)).l2norm_first is True
+    assert with_source_maps(TINY_CONFIG, (0, 1, 2, 3, 4)) is TINY_CONFIG  # every map: unchanged
+
+
+@pytest.mark.parametrize("sources", [(0,), (1,)])
+def test_backward_with_fewer_source_maps_matches_finite_differences(rng, sources):
+    model = SSD(with_source_maps(MICRO, sources), num_classes=2, seed=3)
+    net = Joined(model).to(np.float64)
+    x = rng.standard_normal((2, 3, 12, 12))
+    g = rng.standard_normal(net.forward(x).shape)
+    net.zero_grad()
+    net.forward(x)
+    net.backward(g)
+    h = 1e-6
+    for name, p in net.named_parameters():
+        flat = p.data.reshape(-1)
+        for i in rng.choice(flat.size, size=min(3, flat.size), replace=False):
+            old = flat[i]
+            flat[i] = old + h
+            plus = np.sum(net.forward(x) * g)
+            flat[i] = old - h
+            minus = np.sum(net.forward(x) * g)
+            flat[i] = old
+            assert rel_error(p.grad.reshape(-1)[i], (plus - minus) / (2 * h)) < 1e-6, name
+
+
+def test_aspect_ratios_set_the_boxes_per_location_and_the_heads():
+    squares = build_model("tiny", 3, aspect_ratios=((),) * 5)  # "1;1;1;1;1": the two squares only
+    assert squares.config.priors.boxes_per_location == (2,) * 5
+    assert squares.num_priors == 2 * sum(TINY_CELLS) == 682
+    assert squares.heads.convs[0].weight.data.shape[0] == 2 * (4 + 3 + 1)  # k (4 + C + 1) filters
+    paper = build_model("tiny", 3, aspect_ratios=((2,), (2, 3), (2, 3), (2,), (2,)))
+    assert paper.config.priors.boxes_per_location == (4, 6, 6, 4, 4) and paper.num_priors == 1524
+    # map 1's boxes at cell (0, 0): the squares, then 2:1, 1:2, 3:1, 1:3 at s = 0.2
+    s, r2, r3 = 0.2, np.sqrt(2), np.sqrt(3)
+    np.testing.assert_allclose(paper.priors[1024 + 2:1024 + 6, 2:],
+                               [[s * r2, s / r2], [s / r2, s * r2], [s * r3, s / r3], [s / r3, s * r3]], rtol=1e-6)
+
+
+def test_a_checkpoint_of_a_changed_layout_reloads(tmp_path, rng):
+    from minissd.checkpoint import save_checkpoint
+    from minissd.detect import load_model
+
+    model = build_model("tiny", 2, seed=4, aspect_ratios=((),) * 5, source_maps=(1, 2), clip="corner")
+    path = tmp_path / "ck.npz"
+    save_checkpoint(path, model, extra={"classes": ["a", "b"], "model": "tiny",
+                                        "model_config": model.config.to_dict()})
+    again, classes = load_model(path)
+    assert again.config == model.config and again.config.priors.clip == "corner" and classes == ["a", "b"]
+    np.testing.assert_array_equal(again.priors, model.priors)
+    x = rng.standard_normal((1, 3, 128, 128)).astype(np.float32)
+    model.eval()
+    for a, b in zip(model.forward(x), again.forward(x)):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(source_maps=(5,)), "source_maps: expected increasing indices from 0 to 4"),
+    (dict(source_maps=(1, 0)), "source_maps: expected increasing"),
+    (dict(source_maps=(1, 1)), "each at most once"),
+    (dict(source_maps=()), "source_maps"),
+    (dict(aspect_ratios=((2,),) * 4), "aspect_ratios: expected one list of ratios per source map \\(5"),
+    (dict(aspect_ratios=((0,),) * 5), "ratios must be > 0"),
+    (dict(clip="edges"), "PriorConfig.clip"),
+])
+def test_bad_layouts_name_what_is_wrong(kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        model_config("tiny", **kwargs)

@@ -16,7 +16,7 @@ Backward walks the same path in reverse: the heads give one gradient per source 
 gradient reaching stage m's output is its source gradient plus what stage m+1 sends back.
 """
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 
 import numpy as np
 
@@ -170,7 +170,9 @@ def tiny_config(input_size=128, prior_scales=None):
         raise ConfigError(f"input_size: expected a multiple of 16 from {TINY_SIZES[0]} to {TINY_SIZES[1]} "
                           f"for the tiny model, got {S!r}")
     S = int(S)
-    if S == 128 and prior_scales is None:
+    if prior_scales is not None:
+        return with_prior_scales(tiny_config(S), prior_scales)
+    if S == 128:
         return TINY_CONFIG
     tables, side = TINY_TABLES[:2], S // 16  # side of source 2
     while side > 1:
@@ -180,14 +182,79 @@ def tiny_config(input_size=128, prior_scales=None):
     for table in tables:
         size, channels = stage_output(table, size, channels)
         maps += (size,)
-    n = len(maps)
-    if prior_scales is None:
-        priors = PriorConfig.from_scales(S, maps, s_min=0.2, s_max=0.8, first_scale=0.1,
-                                         aspect_ratios=((2,),) * n)
-    else:
-        priors = PriorConfig.from_scale_list(S, maps, prior_scales)
-    name = "tiny" + (f"-{S}" if S != 128 else "") + ("-fit" if prior_scales is not None else "")
-    return SSDConfig(name=name, tables=tables, priors=priors, batch_norm=True)
+    priors = PriorConfig.from_scales(S, maps, s_min=0.2, s_max=0.8, first_scale=0.1,
+                                     aspect_ratios=((2,),) * len(maps))
+    return SSDConfig(name=f"tiny-{S}", tables=tables, priors=priors, batch_norm=True)
+
+
+# ---- changing a config: boxes, source maps, scales -------------------------------------------
+# Each function returns a new SSDConfig in which the network and its default boxes still agree
+# (``SSD`` checks it); ``model_config`` applies them in this order.
+
+def with_aspect_ratios(config, aspect_ratios):
+    """``config`` with other aspect ratios: each map's boxes are its two squares plus, for each
+    ratio a, the pair (a, 1/a); the heads follow (2 + 2 * len(ratios) boxes per location).
+
+    - aspect_ratios: one tuple of ratios per source map, e.g. ((2,), (2, 3), ()) (an empty
+      tuple: the two squares only)
+    Raises ConfigError for a wrong count of maps or a ratio that is not a number > 0.
+    """
+    ratios = tuple(tuple(r) for r in aspect_ratios)
+    if len(ratios) != len(config.tables):
+        raise ConfigError(f"aspect_ratios: expected one list of ratios per source map ({len(config.tables)} "
+                          f"for {config.name}), got {len(ratios)}")
+    return replace(config, priors=replace(config.priors, aspect_ratios=ratios))
+
+
+def with_source_maps(config, source_maps):
+    """``config`` predicting from the source maps ``source_maps`` only (the paper's Table 3).
+
+    - source_maps: increasing indices into the config's source maps (0 = the first, finest),
+      e.g. (0, 1): heads on the first two maps only
+    - returns a config whose layer tables are regrouped so that each kept map ends a stage:
+      the stages before a kept map are joined onto it (a map without a head is only a layer
+      on the way), the stages after the last kept map are dropped (they would feed nothing);
+      the same layers in the same order, so the weights are drawn as before. L2Norm stays
+      only if the first map is kept (it normalises that map for its head).
+    - default boxes: the kept maps keep their cells (feature_maps, steps) and aspect ratios;
+      their scales are spread again over the whole range, from the first kept map's smallest
+      scale a to the largest box's scale b (the last max_size): with n maps kept, map j's
+      boxes get scale a + (b - a) j / n and its extra square sqrt(s_j s_{j+1}), so that the
+      fewer maps still cover every object size, as the paper did for its Table 3 ("we adjust
+      the default box scales"). Keeping every map returns ``config`` unchanged.
+    Raises ConfigError for an index out of range, a repeated or unsorted index, or none.
+    """
+    n_maps = len(config.tables)
+    keep = tuple(int(m) for m in source_maps)
+    if not keep or any(not 0 <= m < n_maps for m in keep) or list(keep) != sorted(set(keep)):
+        raise ConfigError(f"source_maps: expected increasing indices from 0 to {n_maps - 1} (the source maps "
+                          f"of {config.name}), each at most once, got {list(keep)}")
+    if keep == tuple(range(n_maps)):
+        return config
+    tables, start = [], 0
+    for m in keep:  # stages start..m become one: map m ends it
+        tables.append(tuple(entry for t in config.tables[start:m + 1] for entry in t))
+        start = m + 1
+    p, S, n = config.priors, config.priors.image_size, len(keep)
+    a, b = p.min_sizes[keep[0]] / S, p.max_sizes[-1] / S
+    scales = [a + (b - a) * j / n for j in range(n + 1)]
+    priors = replace(p, feature_maps=tuple(p.feature_maps[m] for m in keep),
+                     steps=tuple(p.steps[m] for m in keep),
+                     min_sizes=tuple(scales[j] * S for j in range(n)),
+                     max_sizes=tuple(scales[j + 1] * S for j in range(n)),
+                     aspect_ratios=tuple(p.aspect_ratios[m] for m in keep))
+    return replace(config, tables=tuple(tables), priors=priors,
+                   l2norm_first=config.l2norm_first and keep[0] == 0)
+
+
+def with_prior_scales(config, prior_scales):
+    """``config`` with the default-box scales given (``PriorConfig.from_scale_list``: m or m + 1
+    fractions of the image side, or m (s_k, t_k) pairs, one per source map); the name gets
+    "-fit". The maps and aspect ratios stay; the steps become image_size / feature_map, as
+    ``from_scale_list`` makes them. ConfigError for scales that cannot be used."""
+    p = config.priors
+    priors = PriorConfig.from_scale_list(p.image_size, p.feature_maps, prior_scales, p.aspect_ratios, clip=p.clip)
+    return replace(config, name=config.name + "-fit", priors=priors)
 
 
 class SSD(Module):
@@ -270,34 +337,50 @@ MODELS = {"tiny": ssd_tiny, "ssd300": ssd300_vgg16}
 CONFIGS = {"ssd300": SSD300_CONFIG, "tiny": TINY_CONFIG}  # each name's default config
 
 
-def model_config(name, input_size=None, prior_scales=None):
+def model_config(name, input_size=None, prior_scales=None, aspect_ratios=None, source_maps=None,
+                 clip=None):
     """The SSDConfig that ``build_model`` would build, without building it.
 
     - name: a key of MODELS; input_size: None for the model's own (tiny: 128, ssd300: 300);
       the tiny family takes any multiple of 16 from 64 to 1024, ssd300 only 300
-    - prior_scales: None, or one scale per source map (+ optionally the last map's extra
-      square): fractions of the input side
-    Raises ConfigError naming the model, input_size or prior_scales.
+    - aspect_ratios: None (the model's own), or one tuple of ratios per source map of the
+      model (``with_aspect_ratios``)
+    - source_maps: None (every map), or the indices of the maps that carry heads
+      (``with_source_maps``; its scales re-spread over the kept maps)
+    - prior_scales: None, or one scale per (kept) source map (+ optionally the last map's
+      extra square): fractions of the input side (``with_prior_scales``)
+    - clip: None (the model's own, "center"), or one of ``minissd.priors.CLIP_MODES``
+    Applied in that order: ratios and map indices refer to the model's own maps.
+    Raises ConfigError naming the model, input_size, prior_scales, aspect_ratios or source_maps.
     """
     if name not in MODELS:
         raise ConfigError(f"model: unknown name {name!r}, choose one of {sorted(MODELS)}")
     if name == "tiny":
-        return tiny_config(128 if input_size is None else input_size, prior_scales)
-    if input_size not in (None, 300):
+        config = tiny_config(128 if input_size is None else input_size)
+    elif input_size not in (None, 300):
         raise ConfigError(f"input_size: ssd300 takes 300 px only (its layers are the paper's), got {input_size!r}; "
                           "the tiny model takes other sizes")
-    if prior_scales is None:
-        return SSD300_CONFIG
-    p = SSD300_CONFIG.priors
-    priors = PriorConfig.from_scale_list(p.image_size, p.feature_maps, prior_scales, p.aspect_ratios)
-    return SSDConfig(name="ssd300-fit", tables=SSD300_TABLES, priors=priors, l2norm_first=True)
+    else:
+        config = SSD300_CONFIG
+    if aspect_ratios is not None:
+        config = with_aspect_ratios(config, aspect_ratios)
+    if source_maps is not None:
+        config = with_source_maps(config, source_maps)
+    if prior_scales is not None:
+        config = with_prior_scales(config, prior_scales)
+    if clip is not None and clip != config.priors.clip:
+        config = replace(config, priors=replace(config.priors, clip=clip))
+    return config
 
 
-def build_model(name, num_classes, seed=0, input_size=None, prior_scales=None):
+def build_model(name, num_classes, seed=0, input_size=None, prior_scales=None, aspect_ratios=None,
+                source_maps=None, clip=None):
     """A model by name (a key of MODELS: "tiny", "ssd300"), randomly initialised from ``seed``.
 
-    - input_size, prior_scales: see ``model_config``; the defaults give the named model as it
-      always was (``build_model("tiny", C, seed)`` is ``ssd_tiny(C, seed)``, bit for bit)
-    Raises ConfigError for an unknown name or a size/scales the model cannot take.
+    - input_size, prior_scales, aspect_ratios, source_maps, clip: see ``model_config``; the
+      defaults give the named model as it always was (``build_model("tiny", C, seed)`` is
+      ``ssd_tiny(C, seed)``, bit for bit)
+    Raises ConfigError for an unknown name or a size/scales/layout the model cannot take.
     """
-    return SSD(model_config(name, input_size, prior_scales), num_classes, seed=seed)
+    return SSD(model_config(name, input_size, prior_scales, aspect_ratios, source_maps, clip),
+               num_classes, seed=seed)
