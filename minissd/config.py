@@ -15,6 +15,11 @@ naming the flag); ``check_against_data`` does the same for what needs the datase
 Speed settings (``processes``, ``loader_threads``, ``loader_processes``, ``device``) never change the numbers a run
 computes; what changes the maths (``bn_group``, the matching threshold, the recipe) is a field
 here, saved in the checkpoint and metrics.json.
+
+``SWITCHES`` are the choices SSD implementations disagree on (docs/switches.md): the matching
+rule, the confidence loss, the IoU crop's acceptance rule, the clipping of the default boxes,
+their aspect ratios and the maps that carry heads. Each defaults to what minissd always did;
+a run resumed from a checkpoint must keep them.
 """
 
 import argparse
@@ -23,9 +28,10 @@ import os
 from dataclasses import asdict, dataclass, fields
 
 from .data import dataset_spec
-from .data.augment import AUGMENTATIONS
+from .data.augment import AUGMENTATIONS, CROP_RULES
 from .errors import ConfigError
-from .model import MODELS
+from .model import MODELS, model_config
+from .priors import CLIP_MODES
 
 
 @dataclass
@@ -44,12 +50,18 @@ class TrainConfig:
     loader_processes: int = 0  # > 0: this many background processes instead of the threads (no GIL)
     decode_cache: int = 0    # > 0: decode each training image once, kept in memory, sides <= this (pixels)
     augment: str = "ssd"     # a name in minissd.data.augment.AUGMENTATIONS: "ssd" (the paper's), "light", "none"
+    crop: str = "any"        # the IoU crop accepts a patch when "any" object meets the IoU (Caffe), the "best"
+                             # one whose centre is inside (torchvision), "all" do, or "never-reject" (ssd.pytorch)
     light_first: float = 0.7 # with "ssd": the first this fraction of the epochs use "light" (a curriculum)
     max_expand: float = 2.0  # zoom-out: canvas up to this many times the image (paper: 4, at 300 px)
     # ---- model -----------------------------------------------------------------------------
     model: str = "tiny"      # a name in minissd.model.MODELS: "tiny" (tiny-voc), "ssd300" (the paper's)
     input_size: int = 0      # input side in pixels for the tiny family (0: the model's own, 128)
     fit_priors: bool = False # default-box scales fitted to the training set's boxes
+    aspect_ratios: str = ""  # per source map, maps by ";", ratios by ",", e.g. "2;2,3;2,3;2;2" ("1": squares
+                             # only; one map's list alone: every map); "" : the model's own (tiny: 2 on every map)
+    source_maps: str = ""    # indices of the source maps that carry heads, e.g. "0,1,2" ("" : all)
+    clip_priors: str = "center"  # default boxes clamped in "center" form (ssd.pytorch), by their "corner"s, or "none"
     # ---- optimisation (SSD: SGD, momentum 0.9, weight decay 5e-4, batch 32) -----------------
     iters: int = 3600        # 58k images: ~13 min end to end on 2 cores (docs/training-results.md)
     epochs: float = 0.0      # if > 0: iters = epochs * len(train set) / batch_size
@@ -68,6 +80,9 @@ class TrainConfig:
                                 # tiny's coarse grids leave objects 2.2 positives at 0.5, 5.7 at 0.4)
     neg_pos_ratio: float = 3.0  # hard negative mining keeps at most 3 negatives per positive
     alpha: float = 1.0          # weight of the localisation loss
+    matching: str = "per-prediction"  # "per-prediction" (ssd.pytorch, torchvision) or "bipartite" (Caffe's greedy step)
+    conf_loss: str = "hnm"      # "hnm" (softmax + 3:1 hard negative mining, the paper), "all" (softmax over
+                                # every default box, d2l), "focal" (RetinaNet's, no mining)
     # ---- evaluation and output -------------------------------------------------------------
     eval_every: int = 1000   # validation mAP every this many iterations (0: only at the end)
     eval_images: int = 100   # periodic validation on the first N val images (the end: all)
@@ -92,7 +107,13 @@ RECIPES = {
 }
 
 CHOICES = {"recipe": tuple(RECIPES), "device": ("cpu", "cuda"), "schedule": ("cosine", "step"),
-           "optimizer": ("sgd", "adam"), "model": tuple(MODELS), "augment": tuple(AUGMENTATIONS)}
+           "optimizer": ("sgd", "adam"), "model": tuple(MODELS), "augment": tuple(AUGMENTATIONS),
+           "matching": ("per-prediction", "bipartite"), "conf_loss": ("hnm", "all", "focal"),
+           "crop": CROP_RULES, "clip_priors": CLIP_MODES}
+
+# The choices implementations disagree on (docs/switches.md): fields that change the maths of a
+# run without changing its length or its optimiser. A resumed run must keep them.
+SWITCHES = ("matching", "conf_loss", "crop", "clip_priors", "aspect_ratios", "source_maps")
 
 
 def default_recipe(cfg_or_given):
@@ -181,7 +202,17 @@ def check(cfg):
     groups = cfg.batch_size // cfg.bn_group
     need(cfg.processes <= groups, "processes",
          f"a batch of {cfg.batch_size} holds {groups} BatchNorm group(s) of {cfg.bn_group}: at most {groups}")
+    for name, choices in CHOICES.items():  # argparse checks the flags; this, configs built in code
+        need(getattr(cfg, name) in choices + (("",) if name == "recipe" else ()), name,
+             f"choose one of {', '.join(choices)}")
+    if cfg.device == "cuda":  # the GPU step has one matching rule and one loss (minissd/cuda/step.py)
+        need(cfg.matching == "per-prediction", "matching",
+             "the GPU step matches per prediction only (minissd/cuda/matching.py); use --device cpu")
+        need(cfg.conf_loss == "hnm", "conf_loss",
+             "the GPU step has only the softmax loss with hard negative mining (minissd/cuda/loss.py); "
+             "use --device cpu")
     milestones(cfg)  # parses, or says what is wrong
+    model_layout(cfg)
 
 
 def check_device(cfg):
@@ -211,6 +242,89 @@ def milestones(cfg):
     if any(m <= 0 for m in values) or list(values) != sorted(set(values)):
         raise ConfigError(f"--milestones {cfg.milestones!r}: iterations must be positive and increasing")
     return values
+
+
+def model_layout(cfg):
+    """--aspect-ratios, --source-maps, --clip-priors as ``model_config`` keywords (a dict; empty
+    at the defaults). ConfigError naming the flag for a value the model cannot take: a wrong
+    count of maps, a ratio that is not a number >= 1, a repeated ratio or map, an index out of
+    range. The ratios and indices refer to the model's own maps (tiny at 128 px: 5, finest first).
+    """
+    layout = {}
+    if cfg.clip_priors != TrainConfig.clip_priors:
+        layout["clip"] = cfg.clip_priors
+    if not (cfg.aspect_ratios.strip() or cfg.source_maps.strip()):
+        return layout
+    try:
+        n_maps = len(model_config(cfg.model, cfg.input_size or None).tables)
+    except ConfigError as err:
+        raise ConfigError(f"--model {cfg.model} --input-size {cfg.input_size}: {err}") from None
+    if cfg.aspect_ratios.strip():
+        layout["aspect_ratios"] = parse_aspect_ratios(cfg.aspect_ratios, n_maps, f"{cfg.model} has {n_maps} maps")
+    if cfg.source_maps.strip():
+        layout["source_maps"] = parse_source_maps(cfg.source_maps, n_maps, f"{cfg.model} has {n_maps} maps")
+    return layout
+
+
+def parse_aspect_ratios(text, n_maps, why=""):
+    """"2;2,3;2,3;2;2" -> ((2,), (2, 3), (2, 3), (2,), (2,)): one tuple of ratios per map.
+
+    - maps are separated by ";", one map's ratios by ","; each ratio a >= 1 also gives 1/a
+      (so "2" means the boxes 2:1 and 1:2); 1 adds nothing (the two squares are always
+      there, as Caffe's PriorBox skips a ratio of 1), so "1" is the squares only
+    - one map's list alone ("2,3", "1") applies to every map; otherwise exactly ``n_maps``
+    Raises ConfigError naming --aspect-ratios.
+    """
+    def bad(what):
+        return ConfigError(f"--aspect-ratios {text!r}: {what}")
+
+    maps = [m.strip() for m in text.split(";")]
+    if len(maps) not in (1, n_maps):
+        raise bad(f"expected one list of ratios for every map or {n_maps} lists separated by ';' "
+                  f"({why}), got {len(maps)}")
+    out = []
+    for k, m in enumerate(maps):
+        try:
+            values = [float(v) for v in m.split(",")]
+        except ValueError:
+            raise bad(f"map {k}: expected numbers separated by ',' (e.g. 2,3), got {m!r}") from None
+        if not all(math.isfinite(v) and v >= 1 for v in values):
+            raise bad(f"map {k}: ratios must be numbers >= 1 (a ratio a gives the boxes a:1 and 1:a), got {m!r}")
+        ratios = [int(v) if v.is_integer() else v for v in values if v != 1]
+        if len(set(ratios)) != len(ratios):
+            raise bad(f"map {k}: a ratio is repeated in {m!r}")
+        out.append(tuple(ratios))
+    return tuple(out) * n_maps if len(out) == 1 else tuple(out)
+
+
+def parse_source_maps(text, n_maps, why=""):
+    """"0,1,2" -> (0, 1, 2): the indices of the maps that carry heads, increasing, each once,
+    from 0 (the finest map) to ``n_maps`` - 1. Raises ConfigError naming --source-maps."""
+    try:
+        maps = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise ConfigError(f"--source-maps {text!r}: expected map indices separated by ',' (e.g. 0,1,2)") from None
+    if any(not 0 <= m < n_maps for m in maps):
+        raise ConfigError(f"--source-maps {text!r}: indices go from 0 to {n_maps - 1} ({why})")
+    if len(set(maps)) != len(maps):
+        raise ConfigError(f"--source-maps {text!r}: a map is named twice")
+    if list(maps) != sorted(maps):
+        raise ConfigError(f"--source-maps {text!r}: give the maps in increasing order (finest first)")
+    return maps
+
+
+def check_resume(cfg, saved):
+    """ConfigError when a run resumed from a checkpoint changes a switch (``SWITCHES``).
+
+    - saved: the checkpoint's config dict; a switch it lacks (saved before the switch
+      existed) counts as its default
+    """
+    for name in SWITCHES:
+        before = saved.get(name, getattr(TrainConfig, name))
+        if before != getattr(cfg, name):
+            raise ConfigError(f"{_flag(name)} {getattr(cfg, name)!r}: the checkpoint was trained with "
+                              f"{_flag(name)} {before!r}; a resumed run keeps it (give the same flag, or "
+                              f"another --out)")
 
 
 def check_against_data(cfg, train_size):

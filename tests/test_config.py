@@ -119,3 +119,72 @@ def test_time_estimate_scales_with_work_and_processes():
 def test_durations_read_in_a_person_s_units():
     assert [config.format_duration(s) for s in (40, 818, 3 * 3600 + 720, 1.19e7)] == [
         "40 s", "14 min", "3.2 h", "138 days"]
+
+
+# ---- the switches implementations disagree on (docs/switches.md) -----------------------------------
+
+def test_every_switch_is_a_flag_with_today_s_behaviour_as_default():
+    cfg = parse_args([])
+    assert (cfg.matching, cfg.conf_loss, cfg.crop, cfg.clip_priors, cfg.aspect_ratios, cfg.source_maps) == (
+        "per-prediction", "hnm", "any", "center", "", "")
+    assert set(config.SWITCHES) <= set(TrainConfig.__dataclass_fields__)
+    assert config.model_layout(cfg) == {}  # the model as it always was
+    cfg = parse_args(["--matching", "bipartite", "--conf-loss", "focal", "--crop", "never-reject",
+                      "--clip-priors", "corner", "--aspect-ratios", "2;2,3;2,3;2;2", "--source-maps", "0,1"])
+    assert (cfg.matching, cfg.conf_loss, cfg.crop) == ("bipartite", "focal", "never-reject")
+    assert config.model_layout(cfg) == {"clip": "corner", "aspect_ratios": ((2,), (2, 3), (2, 3), (2,), (2,)),
+                                        "source_maps": (0, 1)}
+    assert config.describe(cfg)["crop"] == "never-reject"  # saved with the checkpoint and metrics
+
+
+def test_aspect_ratio_syntax():
+    parse = config.parse_aspect_ratios
+    assert parse("1;1;1;1;1", 5) == ((),) * 5  # the two squares only
+    assert parse("1", 5) == ((),) * 5 and parse("2,3", 3) == ((2, 3),) * 3  # one list: every map
+    assert parse(" 2 ; 1,2 ;1.5", 3) == ((2,), (2,), (1.5,))  # 1 adds nothing (Caffe skips it)
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["--crop", "most"], "--crop: invalid choice: 'most'"),
+    (["--matching", "hungarian"], "--matching: invalid choice"),
+    (["--conf-loss", "ohem"], "--conf-loss: invalid choice"),
+    (["--clip-priors", "edges"], "--clip-priors: invalid choice"),
+    (["--aspect-ratios", "2;2"], "--aspect-ratios '2;2': expected one list of ratios for every map or 5 lists"),
+    (["--aspect-ratios", "2;x;2;2;2"], "--aspect-ratios '2;x;2;2;2': map 1: expected numbers"),
+    (["--aspect-ratios", "0.5"], "map 0: ratios must be numbers >= 1"),
+    (["--aspect-ratios", "2,2"], "map 0: a ratio is repeated"),
+    (["--aspect-ratios", "2;;2;2;2"], "map 1: expected numbers"),
+    (["--aspect-ratios", "inf"], "ratios must be numbers >= 1"),
+    (["--source-maps", "0,5"], "--source-maps '0,5': indices go from 0 to 4 (tiny has 5 maps)"),
+    (["--source-maps", "1,1"], "--source-maps '1,1': a map is named twice"),
+    (["--source-maps", "2,0"], "--source-maps '2,0': give the maps in increasing order"),
+    (["--source-maps", "0,,1"], "--source-maps '0,,1': expected map indices"),
+    (["--model", "ssd300", "--aspect-ratios", "2;2;2;2;2"], "6 lists"),  # SSD300 has six maps
+    (["--input-size", "256", "--source-maps", "6"], "indices go from 0 to 5"),  # tiny at 256 px: six
+    (["--device", "cuda", "--matching", "bipartite"], "--matching 'bipartite': the GPU step matches per prediction only"),
+    (["--device", "cuda", "--conf-loss", "all"], "--conf-loss 'all': the GPU step has only"),
+])
+def test_bad_switch_values_are_refused_naming_the_flag(argv, says):
+    with pytest.raises(ConfigError) as err:
+        parse_args(argv)
+    assert says in str(err.value)
+
+
+def test_configs_built_in_code_are_checked_too():
+    import dataclasses
+    with pytest.raises(ConfigError, match="--crop 'most': choose one of any, best, all, never-reject"):
+        config.check(dataclasses.replace(TrainConfig(), crop="most"))
+    config.check(TrainConfig())  # recipe "" (chosen later) is fine
+    # the GPU honours the data and layout switches: its step takes the CPU model's default boxes
+    config.check(TrainConfig(device="cuda", crop="all", clip_priors="none", source_maps="1", aspect_ratios="1"))
+
+
+def test_a_resumed_run_keeps_its_switches():
+    saved = config.describe(TrainConfig(crop="best", source_maps="0,1"))
+    config.check_resume(TrainConfig(crop="best", source_maps="0,1", iters=9), saved)  # length may change
+    with pytest.raises(ConfigError, match="--crop 'any': the checkpoint was trained with --crop 'best'"):
+        config.check_resume(TrainConfig(source_maps="0,1"), saved)
+    old = {k: v for k, v in config.describe(TrainConfig()).items() if k not in config.SWITCHES}
+    config.check_resume(TrainConfig(), old)  # saved before the switches: their defaults
+    with pytest.raises(ConfigError, match="--matching"):
+        config.check_resume(TrainConfig(matching="bipartite"), old)
