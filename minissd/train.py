@@ -32,7 +32,7 @@ import numpy as np
 from tqdm import tqdm
 
 from . import cli, config, outputs, step
-from .checkpoint import load_checkpoint, remove_stale_temporaries, save_checkpoint
+from .checkpoint import load_checkpoint, read_meta, remove_stale_temporaries, save_checkpoint
 from .data.augment import augmentation
 from .data.loader import DataLoader, DecodeCache
 from .errors import CheckpointError, ConfigError
@@ -58,16 +58,17 @@ def open_datasets(cfg):
 
 
 def make_model(cfg, train_set):
-    """The network ``cfg`` names, for ``train_set``'s classes (``--input-size``, ``--fit-priors``)."""
+    """The network ``cfg`` names, for ``train_set``'s classes (``--input-size``, ``--fit-priors``,
+    ``--aspect-ratios``, ``--source-maps``, ``--clip-priors``: ``config.model_layout``)."""
     options = {"input_size": cfg.input_size} if cfg.input_size else {}
+    options.update(config.model_layout(cfg))  # {} at the defaults
     if cfg.fit_priors:  # default-box sizes that give nearly every training object a positive
         from .model import model_config
         from .priors import fit_prior_scales, prior_coverage
-        options["prior_scales"] = fit_prior_scales(train_set, iou_threshold=cfg.iou_threshold,
-                                                   model=cfg.model, input_size=cfg.input_size or None)
-        before = prior_coverage(train_set, model_config(cfg.model, cfg.input_size or None).priors, cfg.iou_threshold)[0]
-        after = prior_coverage(train_set, model_config(cfg.model, cfg.input_size or None,
-                                                       options["prior_scales"]).priors, cfg.iou_threshold)[0]
+        layout = model_config(cfg.model, cfg.input_size or None, **config.model_layout(cfg)).priors
+        options["prior_scales"] = fit_prior_scales(train_set, config=layout, iou_threshold=cfg.iou_threshold)
+        before = prior_coverage(train_set, layout, cfg.iou_threshold)[0]
+        after = prior_coverage(train_set, model_config(cfg.model, **options).priors, cfg.iou_threshold)[0]
         print(f"fitted default-box scales (s_k, t_k) per map: "
               + ", ".join(f"({a:.3f}, {b:.3f})" for a, b in options["prior_scales"])
               + f"; training objects with a default box at IoU >= {cfg.iou_threshold}: {before:.0%} -> {after:.0%}")
@@ -97,7 +98,7 @@ def augmentation_schedule(cfg, model_config, epochs):
     size, mean, std = model_config.input_size, model_config.mean, model_config.std
     light_epochs = round(cfg.light_first * epochs) if cfg.augment == "ssd" else 0
     light = augmentation("light", size, mean, std)
-    full = augmentation(cfg.augment, size, mean, std, max_expand=cfg.max_expand)
+    full = augmentation(cfg.augment, size, mean, std, max_expand=cfg.max_expand, crop=cfg.crop)
     return lambda epoch: light if epoch < light_epochs else full
 
 
@@ -201,6 +202,7 @@ def train(cfg, stop):
     history = {"iteration": [], "loss_l": [], "loss_c": [], "lr": [], "eval_iteration": [], "mAP": []}
     start = 0
     if cfg.resume:
+        config.check_resume(cfg, read_meta(ckpt_path).get("config") or {})  # the switches it was trained with
         meta = load_checkpoint(ckpt_path, model, optimizer)
         start, history = meta["iteration"], meta.get("extra", {}).get("history") or history
         print(f"resumed from {ckpt_path} at iteration {start} of {iters}"

@@ -369,3 +369,33 @@ def test_light_augmentation_curriculum_covers_the_first_epochs_then_the_papers()
     assert all("expand" in repr(off(e)) for e in range(10))
     light = train.augmentation_schedule(TrainConfig(augment="light", light_first=0.4), MINI, epochs=10)
     assert all("expand" not in repr(light(e)) for e in range(10))
+
+
+def test_the_switches_reach_the_model_and_the_data_and_a_resumed_run_keeps_them(voc, tmp_path, monkeypatch):
+    monkeypatch.setattr(train, "build_model", build_model)  # the real tiny family, at 64 px: maps 8, 4, 2, 1
+    switches = ["--input-size", "64", "--aspect-ratios", "1", "--source-maps", "0,1", "--clip-priors", "corner",
+                "--crop", "best", "--fit-priors"]
+    assert train.main(args(voc, tmp_path, "--iters", "1", *switches)) == 0
+    meta = read_checkpoint(tmp_path / "checkpoint.npz")[2]
+    assert {k: meta["config"][k] for k in ("crop", "aspect_ratios", "source_maps", "clip_priors")} == {
+        "crop": "best", "aspect_ratios": "1", "source_maps": "0,1", "clip_priors": "corner"}
+    priors = meta["extra"]["model_config"]["priors"]
+    assert priors["feature_maps"] == [8, 4] and priors["aspect_ratios"] == [[], []] and priors["clip"] == "corner"
+    model = SSD(SSDConfig.from_dict(meta["extra"]["model_config"]), 6)
+    assert model.num_priors == 2 * (64 + 16)  # two squares per location on the 8x8 and 4x4 maps
+    with open(tmp_path / "metrics.json") as f:
+        assert json.load(f)["config"]["crop"] == "best"
+    # --resume with the same switches continues; with another crop rule it is refused, by name
+    assert train.main(args(voc, tmp_path, "--iters", "2", "--resume", *switches)) == 0
+    assert iteration_saved(tmp_path) == 2
+    with pytest.raises(ConfigError, match="--crop 'any': the checkpoint was trained with --crop 'best'"):
+        train.main(args(voc, tmp_path, "--iters", "3", "--resume", *switches[:-3], "--fit-priors"))
+
+
+def test_the_crop_rule_reaches_the_training_transform():
+    from minissd.config import TrainConfig
+    from minissd.model import TINY_CONFIG
+    schedule = train.augmentation_schedule(TrainConfig(crop="all", light_first=0.5), TINY_CONFIG, 10)
+    assert "random_iou_crop" not in repr(schedule(0))  # the light epochs first: no crop at all
+    crop = [s for s in schedule(9).steps if getattr(s, "func", s).__name__ == "random_iou_crop"]
+    assert len(crop) == 1 and crop[0].keywords == {"rule": "all"}
