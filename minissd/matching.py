@@ -9,6 +9,11 @@ at least the threshold (0.5). All other default boxes are background (label 0).
 The per-image loop ``_match_one`` is the CPU twin of ``minissd.cuda.matching._match_one_kernel``:
 same argument names, the loops in the same order (g outside, p inside), with ``for p in
 range(P)`` as the grid-stride loop there.
+
+``rule="bipartite"`` swaps the first step for Caffe's (``_match_bipartite``): the objects take
+their priors greedily, the best (prior, object) pair first, each prior at most once, so two
+objects whose best prior is the same both keep a positive. It runs on the CPU only (the GPU
+step has the default rule; docs/switches.md).
 """
 
 import numpy as np
@@ -52,6 +57,106 @@ def _match_one(ious, gt_labels, threshold, best_prior, best_gt, labels_out):
         best_gt[best_prior[g]] = g
         labels_out[best_prior[g]] = gt_labels[g]
     # [/assignment]
+
+
+# ---- the other rule: Caffe's greedy bipartite step ---------------------------------------------
+
+@njit(cache=True, nogil=True)
+def _best_free_prior(row, used):
+    """The prior with the largest IoU in ``row`` (P,) among those not ``used`` (P,) bool;
+    the first one on ties; -1 when every prior is used."""
+    best, best_iou = -1, -1.0
+    for p in range(row.shape[0]):
+        if not used[p] and row[p] > best_iou:  # strict: ties keep the lower prior index
+            best, best_iou = p, row[p]
+    return best
+
+
+@njit(cache=True, nogil=True)
+def _bipartite_pairs(ious, forced):
+    """Caffe's bipartite step: give every ground truth its own prior, greedily.
+
+    - ious: (G, P) float32, IoU of ground truth g with prior p.
+    - forced: (G,) int64, written: the prior given to ground truth g, all different;
+      -1 for the ground truths left over when P < G.
+    Repeatedly take the largest IoU among the pairs (unused prior, unused ground truth),
+    assign that pair and retire both, until every ground truth has a prior (Caffe,
+    bbox_util.cpp MatchBBox, its "Bipartite matching" loop). Ties go to the lower prior
+    index, then the lower ground truth, as Caffe's scan (priors outside) finds them.
+    Unlike Caffe, a pair with IoU 0 can be taken (Caffe keeps only overlaps > 1e-6), so
+    an object that touches no prior still gets one, as per-prediction gives it.
+
+    Instead of rescanning all G x P pairs each round, every waiting ground truth keeps
+    its best free prior ``cand``: the best pair is the best of those G candidates, and a
+    candidate is searched again only when its prior was just taken. O(G P) in practice.
+    """
+    G, P = ious.shape
+    used = np.zeros(P, dtype=np.bool_)  # priors already given away
+    done = np.zeros(G, dtype=np.bool_)  # ground truths that have their prior
+    cand = np.empty(G, dtype=np.int64)  # each waiting ground truth's best free prior
+    forced[:] = -1
+    for g in range(G):
+        cand[g] = _best_free_prior(ious[g], used)
+    for _ in range(min(G, P)):
+        # the globally best pair: largest IoU, then lower prior index, then lower g
+        g_best = -1
+        for g in range(G):
+            if done[g]:
+                continue
+            if g_best == -1:
+                g_best = g
+                continue
+            iou, best = ious[g, cand[g]], ious[g_best, cand[g_best]]
+            if iou > best or (iou == best and cand[g] < cand[g_best]):
+                g_best = g
+        p = cand[g_best]
+        forced[g_best] = p
+        done[g_best] = True
+        used[p] = True
+        for g in range(G):  # the ground truths that wanted p look again
+            if not done[g] and cand[g] == p:
+                cand[g] = _best_free_prior(ious[g], used)
+
+
+@njit(cache=True, nogil=True)
+def _match_bipartite(ious, gt_labels, threshold, best_gt, labels_out):
+    """Caffe's matching of one image (MatchBBox with match_type PER_PREDICTION, the
+    BIPARTITE step first): arguments as ``_match_one``, less ``best_prior``.
+
+    1. the threshold rule, exactly as in ``_match_one``: every prior takes the ground truth
+       it overlaps most (ties: the first), a positive if that IoU >= threshold;
+    2. the bipartite pairs (``_bipartite_pairs``) override it: each ground truth claims
+       its own prior, and since the pairs' priors all differ no ground truth can take
+       another's, so no object loses its forced prior (which ``_match_one`` allows when two
+       objects have the same best prior: the later one keeps it).
+    Caffe runs the two the other way round (pairs first, then the threshold rule for the
+    priors left); the result is the same, as the pairs win either way.
+    """
+    G, P = ious.shape
+    best_iou = ious[0].copy()  # (P,) best IoU so far of each prior
+    best_gt[:] = 0
+    for g in range(1, G):
+        for p in range(P):
+            if ious[g, p] > best_iou[p]:  # strict: ties keep the earlier ground truth
+                best_iou[p] = ious[g, p]
+                best_gt[p] = g
+    for p in range(P):
+        labels_out[p] = gt_labels[best_gt[p]] if best_iou[p] >= threshold else 0
+    forced = np.empty(G, dtype=np.int64)
+    _bipartite_pairs(ious, forced)
+    for g in range(G):
+        if forced[g] >= 0:  # -1 only when there are fewer priors than objects
+            best_gt[forced[g]] = g
+            labels_out[forced[g]] = gt_labels[g]
+
+
+MATCHING_RULES = ("per-prediction", "bipartite")
+
+
+def _check_rule(rule):
+    if rule not in MATCHING_RULES:
+        raise ValueError(f"rule: expected one of {', '.join(map(repr, MATCHING_RULES))}, got {rule!r}")
+    return rule
 
 
 # ---- checks ------------------------------------------------------------------------------------
@@ -120,11 +225,13 @@ def _prepare_priors(priors):
     return priors, np.ascontiguousarray(corners.T)  # (4, P): the layout _iou_matrix reads fast
 
 
-def _match_image(boxes, labels, priors, corners_t, threshold, v0, v1, loc_t, conf_t):
+def _match_image(boxes, labels, priors, corners_t, threshold, v0, v1, loc_t, conf_t,
+                 rule="per-prediction"):
     """Match one checked image and write its targets into loc_t (P, 4) and conf_t (P,).
 
-    IoU, the argmax per ground truth, ``_match_one``, then encoding of the positives only
-    (background rows of loc_t stay 0). Empty ground truth: every prior is background.
+    IoU, the argmax per ground truth, ``_match_one`` (or ``_match_bipartite`` for
+    rule="bipartite"), then encoding of the positives only (background rows of loc_t stay 0).
+    Empty ground truth: every prior is background.
     """
     loc_t[:] = 0
     conf_t[:] = 0
@@ -133,9 +240,12 @@ def _match_image(boxes, labels, priors, corners_t, threshold, v0, v1, loc_t, con
     G, P = boxes.shape[0], priors.shape[0]
     ious = np.empty((G, P), dtype=np.float32)  # (G, P)
     _iou_matrix(boxes, corners_t, ious)
-    best_prior = ious.argmax(axis=1)  # (G,) first maximum on ties
     best_gt = np.empty(P, dtype=np.int64)
-    _match_one(ious, labels, threshold, best_prior, best_gt, conf_t)
+    if rule == "bipartite":
+        _match_bipartite(ious, labels, threshold, best_gt, conf_t)
+    else:
+        best_prior = ious.argmax(axis=1)  # (G,) first maximum on ties
+        _match_one(ious, labels, threshold, best_prior, best_gt, conf_t)
     pos = np.flatnonzero(conf_t)  # (num_pos,) at least G of them
     matched = np.ascontiguousarray(boxes[best_gt[pos]])  # (num_pos, 4) corner
     encoded = np.empty((pos.size, 4), dtype=np.float32)
@@ -145,18 +255,27 @@ def _match_image(boxes, labels, priors, corners_t, threshold, v0, v1, loc_t, con
 
 # ---- public ------------------------------------------------------------------------------------
 
-def match(gt_boxes, gt_labels, priors, iou_threshold=0.5, variances=VARIANCES, num_classes=None):
+def match(gt_boxes, gt_labels, priors, iou_threshold=0.5, variances=VARIANCES, num_classes=None,
+          rule="per-prediction"):
     """Match one image's ground truth to the default boxes; return the training targets.
 
     - gt_boxes: (G, 4) corner form in [0, 1] coordinates, every box with positive area.
     - gt_labels: (G,) integers in 1..C (checked against ``num_classes`` when given).
     - priors: (P, 4) centre form, e.g. ``default_boxes(SSD300_VOC)``.
     - iou_threshold: 0.5 in the paper; variances: (0.1, 0.2).
+    - rule: how each ground truth gets its forced prior (docs/switches.md):
+      "per-prediction" (the default; ssd.pytorch's match, torchvision's SSD matcher): each
+      claims the prior it overlaps most, and when two claim the same one the later keeps
+      it, so the earlier may be left without a positive;
+      "bipartite" (Caffe's MatchBBox): greedily the best (prior, object) pair among the
+      unused ones, so every object gets a prior of its own (when P >= G).
+      Then, either way, every other prior is a positive when its best IoU >= iou_threshold.
     - returns loc_t: (P, 4) float32, the matched ground truth encoded against each positive
       prior (0 at background priors, where the localisation loss never looks);
       conf_t: (P,) int64, the matched label or 0 for background.
     G = 0 (an image with no objects) is allowed: every prior is background.
     """
+    rule = _check_rule(rule)
     boxes, labels = _check_gt(gt_boxes, gt_labels, num_classes)
     threshold = _check_threshold(iou_threshold)
     v0, v1 = _check_variances(variances)
@@ -164,22 +283,23 @@ def match(gt_boxes, gt_labels, priors, iou_threshold=0.5, variances=VARIANCES, n
     P = priors.shape[0]
     loc_t = np.empty((P, 4), dtype=np.float32)
     conf_t = np.empty(P, dtype=np.int64)
-    _match_image(boxes, labels, priors, corners_t, threshold, v0, v1, loc_t, conf_t)
+    _match_image(boxes, labels, priors, corners_t, threshold, v0, v1, loc_t, conf_t, rule)
     return loc_t, conf_t
 
 
 def match_batch(gt_boxes_list, gt_labels_list, priors, iou_threshold=0.5, variances=VARIANCES,
-                num_classes=None):
+                num_classes=None, rule="per-prediction"):
     """``match`` for every image of a batch.
 
     - gt_boxes_list: B arrays (G_b, 4) corner form; gt_labels_list: B arrays (G_b,) in 1..C.
-    - priors: (P, 4) centre form; iou_threshold, variances, num_classes as in ``match``.
+    - priors: (P, 4) centre form; iou_threshold, variances, num_classes, rule as in ``match``.
     - returns loc_t: (B, P, 4) float32, conf_t: (B, P) int64.
     The priors are checked and converted once for the whole batch.
     """
     if len(gt_boxes_list) != len(gt_labels_list):
         raise ValueError(f"gt_labels_list: {len(gt_labels_list)} images, but gt_boxes_list has "
                          f"{len(gt_boxes_list)}")
+    rule = _check_rule(rule)
     threshold = _check_threshold(iou_threshold)
     v0, v1 = _check_variances(variances)
     priors, corners_t = _prepare_priors(priors)
@@ -188,5 +308,5 @@ def match_batch(gt_boxes_list, gt_labels_list, priors, iou_threshold=0.5, varian
     loc_t = np.empty((B, P, 4), dtype=np.float32)
     conf_t = np.empty((B, P), dtype=np.int64)
     for i, (boxes, labels) in enumerate(checked):
-        _match_image(boxes, labels, priors, corners_t, threshold, v0, v1, loc_t[i], conf_t[i])
+        _match_image(boxes, labels, priors, corners_t, threshold, v0, v1, loc_t[i], conf_t[i], rule)
     return loc_t, conf_t

@@ -157,3 +157,129 @@ def test_wrong_matching_is_caught(monkeypatch, wrong):
 def test_match_batch_of_no_images_gives_empty_targets():
     loc_t, conf_t = match_batch([], [], default_boxes(SSD300_VOC))
     assert loc_t.shape == (0, 8732, 4) and conf_t.shape == (0, 8732)
+
+
+# ---- rule="bipartite": Caffe's greedy step ---------------------------------------------------
+
+# Two objects whose best prior is the same, A. Priors by corners:
+SHARED_PRIORS = corner_to_center(np.array([
+    [0.0, 0.0, 0.5, 0.5],    # A: IoU 1 with the big object, 0.16 / 0.25 = 0.64 with the small one
+    [0.2, 0.2, 0.6, 0.6],    # B: IoU 0.04 / 0.28 = 0.143 small, 0.09 / 0.32 = 0.281 big
+    [0.7, 0.7, 0.9, 0.9],    # C: overlaps nothing
+]))
+SMALL, BIG = [0.0, 0.0, 0.4, 0.4], [0.0, 0.0, 0.5, 0.5]
+
+
+def test_two_objects_sharing_their_best_prior():
+    # per-prediction: both claim A, the later keeps it; B and C are below 0.5, so the earlier
+    # object has no positive at all, whichever it is (ssd.pytorch, torchvision)
+    _, conf_t = match(np.array([SMALL, BIG]), np.array([1, 2]), SHARED_PRIORS)
+    np.testing.assert_array_equal(conf_t, [2, 0, 0])  # the small object (1) is lost
+    _, conf_t = match(np.array([BIG, SMALL]), np.array([2, 1]), SHARED_PRIORS)
+    np.testing.assert_array_equal(conf_t, [1, 0, 0])  # now the big one, though A is exactly it
+    # bipartite (Caffe): the best pair (A, big) first, then the small object takes the best
+    # prior left, B (0.143), though B overlaps the big object more; in either order
+    for gt, labels in ((np.array([SMALL, BIG]), np.array([1, 2])), (np.array([BIG, SMALL]), np.array([2, 1]))):
+        loc_t, conf_t = match(gt, labels, SHARED_PRIORS, rule="bipartite")
+        np.testing.assert_array_equal(conf_t, [2, 1, 0])
+        # B's target encodes the small object, A's the big one
+        np.testing.assert_allclose(decode(loc_t, SHARED_PRIORS)[:2], [BIG, SMALL], atol=1e-6)
+
+
+def test_bipartite_threshold_rule_for_the_other_priors():
+    # the worked example has no shared best prior: both rules agree, threshold step included
+    for rule in ("per-prediction", "bipartite"):
+        _, conf_t = match(GT_BOXES, GT_LABELS, PRIORS, rule=rule)
+        np.testing.assert_array_equal(conf_t, [7, 3, 0, 0, 3])
+        _, conf_t = match(GT_BOXES, GT_LABELS, PRIORS, iou_threshold=0.9, rule=rule)
+        np.testing.assert_array_equal(conf_t, [7, 3, 0, 0, 0])
+
+
+def _greedy_pairs(ious):
+    """The oracle: Caffe's loop as written, every (prior, object) pair rescanned each round,
+    priors outside, strict > (ties: lower prior, then lower object)."""
+    G, P = ious.shape
+    forced, free_gt, free_p = -np.ones(G, int), set(range(G)), set(range(P))
+    while free_gt and free_p:
+        best = (-1.0, None, None)
+        for p in sorted(free_p):
+            for g in sorted(free_gt):
+                if ious[g, p] > best[0]:
+                    best = (ious[g, p], p, g)
+        _, p, g = best
+        forced[g] = p
+        free_gt.discard(g)
+        free_p.discard(p)
+    return forced
+
+
+def random_objects(rng, G, lo=0.03, hi=0.6):
+    c = rng.uniform(0.1, 0.9, (G, 2))
+    wh = rng.uniform(lo, hi, (G, 2))
+    return np.clip(np.concatenate([c - wh / 2, c + wh / 2], axis=1), 0, 1).astype(np.float32)
+
+
+def test_bipartite_pairs_are_caffes_greedy_loop(rng):
+    for G, P in ((1, 7), (5, 9), (8, 8), (9, 4), (12, 30)):
+        ious = rng.uniform(0, 1, (G, P)).astype(np.float32)
+        ious[rng.uniform(size=(G, P)) < 0.3] = 0  # many zeros: ties between pairs
+        ious[G // 2] = ious[0]  # two objects alike: ties broken by the lower index
+        forced = np.empty(G, dtype=np.int64)
+        matching._bipartite_pairs(ious, forced)
+        np.testing.assert_array_equal(forced, _greedy_pairs(ious))
+        assert (forced >= 0).sum() == min(G, P)  # P < G: every prior is taken, once
+        assert len(set(forced[forced >= 0])) == min(G, P)
+
+
+def test_bipartite_gives_every_object_a_positive(rng):
+    """When P >= G, every object keeps a positive of its own; per-prediction does not (the
+    same random scenes lose objects there: crowded, few priors)."""
+    priors = default_boxes(SSD300_VOC)[::97]  # 91 coarse priors: best priors collide often
+    lost_per_prediction = 0
+    for G in (2, 5, 10, 20, 40):
+        for _ in range(5):
+            gt = random_objects(rng, G, 0.02, 0.3)
+            labels = np.arange(1, G + 1)  # one class per object: the labels name the objects
+            _, conf_t = match(gt, labels, priors, rule="bipartite")
+            assert set(labels) <= set(conf_t.tolist())
+            _, conf_t = match(gt, labels, priors)
+            lost_per_prediction += len(set(labels) - set(conf_t.tolist()))
+    assert lost_per_prediction > 0  # the property is not true of the default rule
+
+
+def test_bipartite_batch_and_fewer_priors_than_objects(rng):
+    priors = default_boxes(SSD300_VOC)
+    gts = [random_objects(rng, G) for G in (3, 0, 6)]
+    labels = [rng.integers(1, 21, len(g)) for g in gts]
+    loc_t, conf_t = match_batch(gts, labels, priors, rule="bipartite")
+    for b in range(3):
+        one_loc, one_conf = match(gts[b], labels[b], priors, rule="bipartite")
+        np.testing.assert_array_equal(conf_t[b], one_conf)
+        np.testing.assert_array_equal(loc_t[b], one_loc)
+    # 3 priors, 5 objects: every prior is forced onto one object, no index runs off
+    _, conf_t = match(random_objects(rng, 5), np.arange(1, 6), SHARED_PRIORS, rule="bipartite")
+    assert np.all(conf_t > 0) and len(set(conf_t.tolist())) == 3
+
+
+def test_default_rule_is_per_prediction_and_unknown_rule_is_refused():
+    gt, labels = np.array([SMALL, BIG]), np.array([1, 2])
+    np.testing.assert_array_equal(match(gt, labels, SHARED_PRIORS)[1],
+                                  match(gt, labels, SHARED_PRIORS, rule="per-prediction")[1])
+    for call in (lambda: match(gt, labels, SHARED_PRIORS, rule="hungarian"),
+                 lambda: match_batch([gt], [labels], SHARED_PRIORS, rule="Bipartite")):
+        with pytest.raises(ValueError, match=r"rule: .*'per-prediction', 'bipartite'"):
+            call()
+
+
+def _bipartite_as_argmax(ious, gt_labels, threshold, best_gt, labels_out):
+    """The threshold rule, then each object its own argmax (a later one steals): no bipartite."""
+    best_gt[:] = ious.argmax(axis=0)
+    labels_out[:] = np.where(ious.max(axis=0) >= threshold, gt_labels[best_gt], 0)
+    for g, p in enumerate(ious.argmax(axis=1)):
+        best_gt[p], labels_out[p] = g, gt_labels[g]
+
+
+def test_wrong_bipartite_is_caught(monkeypatch):
+    monkeypatch.setattr(matching, "_match_bipartite", _bipartite_as_argmax)
+    with pytest.raises(AssertionError):
+        test_two_objects_sharing_their_best_prior()
