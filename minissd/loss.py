@@ -9,6 +9,11 @@ positives. L_conf is the softmax cross-entropy, summed over the positives and th
 negatives: after matching most default boxes are background, so per image only the
 negatives with the largest background loss are kept, at most 3 per positive.
 
+``conf_loss`` switches the confidence term (docs/switches.md): "hnm" is the paper's above, the
+default; "all" is the cross-entropy of every prior with no mining (as d2l's SSD chapter
+trains); "focal" is RetinaNet's focal loss over every prior (Lin et al. 2017), which down-
+weights the easy negatives instead of dropping them. Both run on the CPU only.
+
 Every function returns the gradients next to the values (no autograd here): ``dloc`` and
 ``dconf`` go straight into ``SSD.backward``.
 """
@@ -280,7 +285,10 @@ def hard_negative_mining(bg_loss, conf_t, neg_pos_ratio=3):
 
 # ---- the multibox loss -------------------------------------------------------------------------
 
-def multibox_loss(loc_p, conf_p, loc_t, conf_t, neg_pos_ratio=3, alpha=1.0):
+CONF_LOSSES = ("hnm", "all", "focal")  # multibox_loss's conf_loss: the paper's, then two others
+
+def multibox_loss(loc_p, conf_p, loc_t, conf_t, neg_pos_ratio=3, alpha=1.0, conf_loss="hnm",
+                  focal_gamma=2.0):
     """SSD's training loss for a batch, with its gradients.
 
     - loc_p: (B, P, 4) float, predicted offsets (the network's loc output).
@@ -299,6 +307,13 @@ def multibox_loss(loc_p, conf_p, loc_t, conf_t, neg_pos_ratio=3, alpha=1.0):
     are 0 and both gradients are 0 (N = 1 only avoids dividing by 0).
     The mined set is treated as a constant (it is piecewise constant in conf_p), as in the
     paper and every implementation; the gradient is exact wherever no two losses tie.
+
+    - conf_loss: which priors the confidence term sums over, and how (docs/switches.md):
+      "hnm" (the default, described above: the paper's hard negative mining);
+      "all": the cross-entropy of every prior, no mining (neg_pos_ratio unused);
+      "focal": Lin et al. 2017's focal loss -(1 - p_t)^gamma log p_t (softmax form, no
+      alpha weight) of every prior, gamma = ``focal_gamma`` (2);
+      both still divided by N (so an image without objects still has a background loss).
     """
     loc_p, conf_p, loc_t = np.asarray(loc_p), np.asarray(conf_p), np.asarray(loc_t)
     if conf_p.ndim != 3 or conf_p.shape[2] < 2 or conf_p.dtype.kind != "f":
@@ -312,7 +327,15 @@ def multibox_loss(loc_p, conf_p, loc_t, conf_t, neg_pos_ratio=3, alpha=1.0):
     conf_t = _check_targets(conf_t, (B, P), num_classes=K - 1)
     if not neg_pos_ratio >= 0:
         raise ValueError(f"neg_pos_ratio: expected a number >= 0, got {neg_pos_ratio}")
+    if conf_loss not in CONF_LOSSES:
+        raise ValueError(f"conf_loss: expected one of {', '.join(map(repr, CONF_LOSSES))}, "
+                         f"got {conf_loss!r}")
+    if not focal_gamma >= 0:
+        raise ValueError(f"focal_gamma: expected a number >= 0, got {focal_gamma}")
     dtype = np.result_type(loc_p.dtype, conf_p.dtype)
+    if conf_loss != "hnm":  # no mining: the confidence term over every prior (below)
+        return _multibox_loss_every_prior(loc_p, conf_p, loc_t, conf_t, alpha, conf_loss,
+                                          float(focal_gamma), dtype)
 
     # [assignment multibox_loss] lse = log-sum-exp of each prior's logits; bg loss = lse - conf[..., 0]; mine; cross-entropy (lse - conf[label]) over the mask and smooth-L1 over positives, both / N; gradients: (softmax - onehot) / N on the mask, alpha * smooth-L1' / N on positives.
     pos = conf_t > 0  # (B, P)
@@ -341,4 +364,69 @@ def multibox_loss(loc_p, conf_p, loc_t, conf_t, neg_pos_ratio=3, alpha=1.0):
     dloc = np.zeros((B, P, 4), dtype=dtype)
     dloc[pos] = (alpha / N) * l1_grad
     # [/assignment]
+    return loss_l, loss_c, dloc, dconf
+
+
+# ---- the other confidence losses: every prior, no mining ---------------------------------------
+
+
+def focal_loss(logp_t, gamma=2.0):
+    """The softmax focal loss of each row and its weight on the cross-entropy's gradient.
+
+    - logp_t: (...) float, log softmax(z)[t] of each row, t its label (<= 0).
+    - gamma: >= 0; 0 gives the cross-entropy back (loss -log p_t, weight 1).
+    - returns (loss, weight), both (...): loss = -(1 - p_t)^gamma log p_t (Lin et al. 2017,
+      eq. 4, with the softmax's p_t), and weight w such that d loss / dz = w (softmax(z) -
+      onehot(t)), the cross-entropy's gradient scaled per row.
+    Derivation: with q = 1 - p_t, dL/dp_t = gamma q^(gamma-1) log p_t - q^gamma / p_t, and
+    dp_t/dz_k = p_t (onehot_k - p_k), so dL/dz_k = (q^gamma - gamma p_t q^(gamma-1) log p_t)
+    (p_k - onehot_k). Both terms of w are >= 0 (log p_t <= 0); an easy row (p_t -> 1) gets
+    w -> 0, which is the point: the many easy background priors stop dominating.
+    q is computed as -expm1(log p_t), exact even when p_t is close to 1 (1 - p_t would round
+    to 0 there); q^(gamma-1) log p_t -> 0 as q -> 0, so that term is 0 where q is 0.
+    """
+    q = -np.expm1(logp_t)  # 1 - p_t
+    q_gamma = q ** gamma
+    with np.errstate(divide="ignore", invalid="ignore"):  # q = 0 with gamma < 1: 0 ** -x
+        slope = np.where(q > 0, gamma * np.exp(logp_t) * (q_gamma / q) * logp_t, 0.0)
+    return -q_gamma * logp_t, q_gamma - slope
+
+
+def _multibox_loss_every_prior(loc_p, conf_p, loc_t, conf_t, alpha, conf_loss, gamma, dtype):
+    """``multibox_loss`` for conf_loss "all" or "focal": arguments and returns as there.
+
+    The confidence term sums over EVERY prior, the positives and all the negatives, and is
+    divided by N as the localisation term is. "all" is the cross-entropy, gradient
+    softmax - onehot; "focal" is ``focal_loss``, the same gradient weighted per prior by its w.
+    """
+    B, P, K = conf_p.shape
+    pos = conf_t > 0  # (B, P)
+    N = max(int(pos.sum()), 1)
+    conf_p = conf_p.astype(dtype, copy=False)
+    lse = np.empty((B, P), dtype=dtype)
+    _log_sum_exp(conf_p, lse)  # (B, P)
+    if not np.all(np.isfinite(lse)):
+        raise ValueError("conf_p: contains NaN or inf")
+    logp_t = np.take_along_axis(conf_p, conf_t[..., None], axis=-1)[..., 0] - lse  # (B, P)
+    if conf_loss == "all":
+        loss, w = -logp_t, np.ones_like(logp_t)  # the cross-entropy, its gradient unweighted
+    else:
+        loss, w = focal_loss(logp_t, gamma)  # (B, P) each
+    loss_c = float(loss.sum(dtype=np.float64)) / N
+    # the cross-entropy's gradient softmax - onehot on every row, in place in one (B, P, K)
+    # array (NumPy's exp over the whole array beats the row-by-row loop when every row counts)
+    dconf = np.subtract(conf_p, lse[..., None])  # (B, P, K) log softmax
+    np.exp(dconf, out=dconf)  # softmax
+    np.put_along_axis(dconf, conf_t[..., None],
+                      np.take_along_axis(dconf, conf_t[..., None], axis=-1) - 1, axis=-1)
+    dconf *= (w / N).astype(dtype)[..., None]  # (softmax - onehot) * w / N
+
+    # localisation: as in multibox_loss, smooth L1 over the positives only
+    diff = (loc_p[pos] - loc_t[pos]).astype(dtype, copy=False)  # (num_pos, 4)
+    if not np.all(np.isfinite(diff)):
+        raise ValueError("loc_p or loc_t: contains NaN or inf at a positive prior")
+    l1, l1_grad = smooth_l1(diff)
+    loss_l = float(l1.sum(dtype=np.float64)) / N
+    dloc = np.zeros((B, P, 4), dtype=dtype)
+    dloc[pos] = (alpha / N) * l1_grad
     return loss_l, loss_c, dloc, dconf

@@ -157,3 +157,106 @@ def test_wrong_mining_is_caught(monkeypatch, rng, wrong):
         test_mining_worked_example_with_known_ranks()
         test_mining_matches_naive(rng)
 # [/instructor-only]
+
+
+# ---- conf_loss="all" and "focal": every prior, no mining ------------------------------------
+
+def tiny_case():
+    """One image, three priors, background + 1 class, N = 1; the softmaxes are hand-made:
+    prior 0 an object with logits (0, 0): p_t = 1/2; prior 1 background with (ln 3, 0):
+    p_t = 3/4; prior 2 background with (ln 7, 0): p_t = 7/8."""
+    conf_p = np.array([[[0.0, 0.0], [np.log(3), 0.0], [np.log(7), 0.0]]])
+    conf_t = np.array([[1, 0, 0]])
+    loc_p = np.array([[[0.5, -2.0, 0.0, 0.0], [9.0, 9, 9, 9], [9.0, 9, 9, 9]]])
+    return loc_p, conf_p, np.zeros_like(loc_p), conf_t
+
+
+def test_conf_loss_variants_by_hand():
+    args = tiny_case()
+    loss_l = 0.5 * 0.5 ** 2 + (2 - 0.5)  # smooth-L1 of the positive only, the same in all three
+    # hnm with 1 negative per positive keeps the harder negative, prior 1 (-log 3/4 > -log 7/8)
+    hnm = multibox_loss(*args, neg_pos_ratio=1)
+    np.testing.assert_allclose(hnm[:2], [loss_l, np.log(2) + np.log(4 / 3)], rtol=1e-12)
+    # all: every prior's cross-entropy, neg_pos_ratio has no say
+    for ratio in (1, 3):
+        every = multibox_loss(*args, neg_pos_ratio=ratio, conf_loss="all")
+        np.testing.assert_allclose(every[:2], [loss_l, np.log(2) + np.log(4 / 3) + np.log(8 / 7)],
+                                   rtol=1e-12)
+    # focal, gamma 2: (1 - p_t)^2 * -log p_t = 1/4 ln 2 + 1/16 ln 4/3 + 1/64 ln 8/7
+    focal = multibox_loss(*args, conf_loss="focal")
+    np.testing.assert_allclose(focal[:2], [loss_l, np.log(2) / 4 + np.log(4 / 3) / 16 + np.log(8 / 7) / 64],
+                               rtol=1e-12)
+    # the gradient of the object's row: w (softmax - onehot), w = q^2 - 2 p q log p, p = q = 1/2
+    w = 0.25 - 2 * 0.25 * np.log(0.5)
+    np.testing.assert_allclose(focal[3][0, 0], [0.5 * w, -0.5 * w], rtol=1e-12)
+    for out in (every, focal):
+        np.testing.assert_array_equal(out[2], hnm[2])  # the loc gradient does not change
+
+
+def gradcheck(conf_loss, rng, **kw):
+    loc_p, conf_p, loc_t, conf_t = random_batch(rng)
+    alpha = 0.7
+    _, _, dloc, dconf = multibox_loss(loc_p, conf_p, loc_t, conf_t, alpha=alpha, conf_loss=conf_loss, **kw)
+
+    def total():
+        loss_l, loss_c, _, _ = multibox_loss(loc_p, conf_p, loc_t, conf_t, alpha=alpha,
+                                             conf_loss=conf_loss, **kw)
+        return loss_c + alpha * loss_l
+
+    return (rel_error(dloc, numerical_gradient(total, loc_p)),
+            rel_error(dconf, numerical_gradient(total, conf_p)))
+
+
+@pytest.mark.parametrize("conf_loss, kw", [("all", {}), ("focal", {}), ("focal", {"focal_gamma": 0.5}),
+                                           ("focal", {"focal_gamma": 5.0})])
+def test_conf_loss_gradient_check(rng, conf_loss, kw):
+    # centred differences in float64, as for the mined loss
+    assert max(gradcheck(conf_loss, rng, **kw)) < 1e-6
+
+
+def test_focal_with_gamma_0_is_all_and_easy_priors_fade(rng):
+    loc_p, conf_p, loc_t, conf_t = random_batch(rng)
+    every = multibox_loss(loc_p, conf_p, loc_t, conf_t, conf_loss="all")
+    focal0 = multibox_loss(loc_p, conf_p, loc_t, conf_t, conf_loss="focal", focal_gamma=0.0)
+    np.testing.assert_allclose(focal0[1], every[1], rtol=1e-12)
+    np.testing.assert_allclose(focal0[3], every[3], rtol=1e-12, atol=1e-15)
+    # p_t close to 1 (a logit margin of 40): 1 - p_t ~ 4e-18 would round to 0, expm1 keeps
+    # it; the loss and its weight are tiny but finite and positive, and gamma < 1 is finite too
+    logp_t = np.array([-np.log1p(np.exp(-40.0)), 0.0, np.log(0.5)])
+    for gamma in (2.0, 0.5):
+        fl, w = L.focal_loss(logp_t, gamma)
+        assert np.all(np.isfinite(fl)) and np.all(np.isfinite(w))
+        assert 0 < fl[0] < 1e-25 and 0 < w[0] < 1e-8 and fl[1] == 0 and w[1] == 0
+    # gamma 2 at p_t = 1/2: w = 1/4 + ln 2 / 2 (hand-worked, as in the tiny case)
+    np.testing.assert_allclose(L.focal_loss(np.log([0.5]), 2.0)[1], [0.25 + np.log(2) / 2], rtol=1e-12)
+
+
+def test_conf_loss_float32_no_positives_and_bad_names(rng):
+    loc_p, conf_p, loc_t, conf_t = random_batch(rng, dtype=np.float32)
+    for conf_loss in ("all", "focal"):
+        loss_l, loss_c, dloc, dconf = multibox_loss(loc_p, conf_p, loc_t, conf_t, conf_loss=conf_loss)
+        assert dloc.dtype == np.float32 and dconf.dtype == np.float32 and isinstance(loss_c, float)
+        ref = multibox_loss(loc_p.astype(float), conf_p.astype(float), loc_t.astype(float), conf_t,
+                            conf_loss=conf_loss)
+        np.testing.assert_allclose([loss_l, loss_c], ref[:2], rtol=1e-5)
+        # no objects: unlike hnm (0), the background is still learned, divided by N = 1
+        loss_l, loss_c, dloc, dconf = multibox_loss(loc_p, conf_p, loc_t, np.zeros_like(conf_t),
+                                                    conf_loss=conf_loss)
+        assert loss_l == 0 and loss_c > 0 and not dloc.any() and dconf.any()
+        _, loss_c, _, dconf = multibox_loss(loc_p, conf_p * 1e4, loc_t, conf_t, conf_loss=conf_loss)
+        assert np.isfinite(loss_c) and np.all(np.isfinite(dconf))
+    with pytest.raises(ValueError, match=r"conf_loss: .*'hnm', 'all', 'focal'.*'ohem'"):
+        multibox_loss(loc_p, conf_p, loc_t, conf_t, conf_loss="ohem")
+    with pytest.raises(ValueError, match="focal_gamma"):
+        multibox_loss(loc_p, conf_p, loc_t, conf_t, conf_loss="focal", focal_gamma=-1)
+
+
+def _focal_weight_without_the_log_term(logp_t, gamma=2.0):
+    """d/dz taken as if (1 - p_t)^gamma were a constant: w = q^gamma only."""
+    q = -np.expm1(logp_t)
+    return -q ** gamma * logp_t, q ** gamma
+
+
+def test_wrong_focal_gradient_is_caught(monkeypatch, rng):
+    monkeypatch.setattr(L, "focal_loss", _focal_weight_without_the_log_term)
+    assert gradcheck("focal", rng)[1] > 1e-3
