@@ -28,11 +28,17 @@ class LossConfig:
     - iou_threshold: a default box is a positive when its best IoU with a ground truth is >= this
     - neg_pos_ratio: hard negative mining keeps at most this many negatives per positive
     - alpha: the weight of the localisation loss, L = (L_conf + alpha L_loc) / N
+    - matching: "per-prediction" (the default) or "bipartite" (Caffe's), ``match``'s rule
+    - conf_loss: "hnm" (the default, the paper's mining), "all" or "focal", ``multibox_loss``'s
+    The two switches are the last fields: minissd.workers rebuilds this from a tuple of its
+    fields, in order. The GPU step (minissd.cuda) has the defaults only.
     """
 
     iou_threshold: float = 0.5
     neg_pos_ratio: float = 3.0
     alpha: float = 1.0
+    matching: str = "per-prediction"
+    conf_loss: str = "hnm"
 
 
 def forward_backward(model, images, gt_boxes, gt_labels, loss_cfg, times=None, stats=None):
@@ -59,7 +65,8 @@ def forward_backward(model, images, gt_boxes, gt_labels, loss_cfg, times=None, s
 
     model.zero_grad()  # backward ADDS into .grad
     # 1. match: each default box gets a ground truth's encoded box and label, or background (0)
-    loc_t, conf_t = match_batch(gt_boxes, gt_labels, model.priors, iou_threshold=loss_cfg.iou_threshold)
+    loc_t, conf_t = match_batch(gt_boxes, gt_labels, model.priors, iou_threshold=loss_cfg.iou_threshold,
+                                rule=loss_cfg.matching)
     # loc_t (B, P, 4) float32, conf_t (B, P) int64
     if stats is not None:
         stats["positives"] = int(np.count_nonzero(conf_t))
@@ -69,9 +76,10 @@ def forward_backward(model, images, gt_boxes, gt_labels, loss_cfg, times=None, s
     lap("forward")
     if not (np.isfinite(loc_p).all() and np.isfinite(conf_p).all()):
         return math.nan, math.nan
-    # 3. multibox loss with hard negative mining, and its gradient w.r.t. the outputs
+    # 3. multibox loss (with hard negative mining by default), and its gradient w.r.t. the outputs
     loss_l, loss_c, dloc, dconf = multibox_loss(loc_p, conf_p, loc_t, conf_t,
-                                                loss_cfg.neg_pos_ratio, loss_cfg.alpha)
+                                                loss_cfg.neg_pos_ratio, loss_cfg.alpha,
+                                                conf_loss=loss_cfg.conf_loss)
     lap("loss")
     if not (math.isfinite(loss_l) and math.isfinite(loss_c)):
         return loss_l, loss_c
