@@ -174,9 +174,9 @@ def test_ctrl_c_during_the_final_evaluation_stops_at_once_and_resume_evaluates(v
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(voc, tmp_path, monkeypatch, capsys):
     real_loss, calls = step.multibox_loss, []
 
-    def loss_goes_nan(*a):
+    def loss_goes_nan(*a, **kw):
         calls.append(1)
-        loss_l, loss_c, dloc, dconf = real_loss(*a)
+        loss_l, loss_c, dloc, dconf = real_loss(*a, **kw)
         return (float("nan") if len(calls) == 5 else loss_l), loss_c, dloc, dconf
 
     monkeypatch.setattr(step, "multibox_loss", loss_goes_nan)

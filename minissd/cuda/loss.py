@@ -232,17 +232,22 @@ def smooth_l1_grad_kernel(loc_p, loc_t, conf_t, alpha, totals, dloc):
             dloc[b, p, j] = scale * grad if conf_t[b, p] > 0 else 0.0
 
 
-def multibox_loss(loc_p, conf_p, loc_t, conf_t, neg_pos_ratio=3, alpha=1.0):
+def multibox_loss(loc_p, conf_p, loc_t, conf_t, neg_pos_ratio=3, alpha=1.0, conf_loss="hnm", focal_gamma=2.0):
     """SSD's training loss and its gradients, on the GPU (twin of ``loss.multibox_loss``).
 
     - loc_p (B, P, 4), conf_p (B, P, C+1), loc_t (B, P, 4) float; conf_t (B, P) integer labels:
       NumPy arrays (checked as on the CPU) or device arrays (float32, int64; unchecked).
     - neg_pos_ratio: negatives kept per positive (3); alpha: weight of the loc term (1).
+    - conf_loss: only "hnm" (the default): the GPU has no kernels for "all" or "focal"
+      (focal_gamma is accepted for the CPU's signature and unused).
     - returns (loss_l, loss_c, dloc, dconf): the losses as Python floats (the only numbers
       copied back), dloc (B, P, 4) and dconf (B, P, C+1) float32, NumPy for NumPy inputs,
       device arrays for device inputs. A non-finite input gives non-finite losses (the CPU
       raises; here checking would mean copying the outputs back: the caller checks the losses).
     """
+    if conf_loss != "hnm":
+        raise ValueError(f"conf_loss: the GPU has hard negative mining ('hnm') only, got {conf_loss!r} "
+                         "(the CPU's loss.multibox_loss has 'all' and 'focal')")
     host = not any(is_device_array(a) for a in (loc_p, conf_p, loc_t, conf_t))
     if host:  # the CPU's checks, for the same errors
         conf_p = np.asarray(conf_p)

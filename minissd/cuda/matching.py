@@ -169,18 +169,22 @@ def _pad(checked):
 
 
 def match_batch(gt_boxes_list, gt_labels_list, priors, iou_threshold=0.5, variances=VARIANCES,
-                num_classes=None, device_out=False):
+                num_classes=None, rule="per-prediction", device_out=False):
     """``match`` for every image of a batch, on the GPU (twin of ``matching.match_batch``).
 
     - gt_boxes_list: B arrays (G_b, 4) corner form; gt_labels_list: B arrays (G_b,) in 1..C.
     - priors: (P, 4) centre form; iou_threshold, variances, num_classes as on the CPU (and
       checked by the CPU's checks).
+    - rule: only "per-prediction" (the default): the GPU has no bipartite kernels.
     - device_out: return device arrays (for a training step that stays on the GPU).
     - returns loc_t: (B, P, 4) float32 (0 at background priors), conf_t: (B, P) int64.
     """
     if len(gt_boxes_list) != len(gt_labels_list):
         raise ValueError(f"gt_labels_list: {len(gt_labels_list)} images, but gt_boxes_list has "
                          f"{len(gt_boxes_list)}")
+    if rule != "per-prediction":
+        raise ValueError(f"rule: the GPU matches with 'per-prediction' only, got {rule!r} "
+                         "(the CPU's matching.match_batch has 'bipartite')")
     threshold = cpu._check_threshold(iou_threshold)
     v0, v1 = cpu._check_variances(variances)
     priors, corners_t = cpu._prepare_priors(priors)  # (P, 4) centre, (4, P) corners
@@ -220,7 +224,8 @@ def match_on_device(boxes, labels, num_gt, priors, corners_t, threshold, v0, v1)
     return loc_t, conf_t
 
 
-def match(gt_boxes, gt_labels, priors, iou_threshold=0.5, variances=VARIANCES, num_classes=None):
+def match(gt_boxes, gt_labels, priors, iou_threshold=0.5, variances=VARIANCES, num_classes=None,
+          rule="per-prediction"):
     """One image's targets on the GPU (twin of ``matching.match``): loc_t (P, 4), conf_t (P,)."""
-    loc_t, conf_t = match_batch([gt_boxes], [gt_labels], priors, iou_threshold, variances, num_classes)
+    loc_t, conf_t = match_batch([gt_boxes], [gt_labels], priors, iou_threshold, variances, num_classes, rule)
     return loc_t[0], conf_t[0]

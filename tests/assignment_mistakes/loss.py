@@ -22,9 +22,11 @@ def mine_counting_positives_as_negatives(bg_loss, conf_t, neg_pos_ratio, mask):
         mask[b, hardest] = True
 
 
-def multibox_loss_over_batch_size(loc_p, conf_p, loc_t, conf_t, neg_pos_ratio=3, alpha=1.0):
+def multibox_loss_over_batch_size(loc_p, conf_p, loc_t, conf_t, neg_pos_ratio=3, alpha=1.0, conf_loss="hnm",
+                                  focal_gamma=2.0):
     """Divides by the batch size B instead of N = the number of positives."""
-    loss_l, loss_c, dloc, dconf = _multibox_loss(loc_p, conf_p, loc_t, conf_t, neg_pos_ratio, alpha)
+    loss_l, loss_c, dloc, dconf = _multibox_loss(loc_p, conf_p, loc_t, conf_t, neg_pos_ratio, alpha,
+                                                 conf_loss, focal_gamma)
     B = np.shape(conf_t)[0]
     N = max(int((np.asarray(conf_t) > 0).sum()), 1)
     scale = N / B  # undo / N, apply / B
