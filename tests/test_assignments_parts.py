@@ -75,3 +75,10 @@ def test_cli_writes_a_student_copy_whose_notebooks_and_package_load(tmp_path):
         assert f"`{part.name}`" in (out / "README.md").read_text()
     meta = json.loads((out / "assignment.json").read_text())
     assert {r["name"] for r in meta["regions"]} == {n for p in PARTS for n in p.regions}
+    # chapter 4's network outputs were recorded in the reference for the blank copy to show
+    assert sorted(p.name for p in (out / "notebooks/recorded").glob("*.npz")) == [
+        "04_after_40_steps.npz", "04_untrained.npz"]
+    check = subprocess.run([sys.executable, "-c", "from minissd.assignments import needs, written\n"
+                            "print(written('iou'))\nneeds('iou')"], cwd=tmp_path, capture_output=True, text=True,
+                           env={**os.environ, "PYTHONPATH": str(out)})
+    assert check.stdout.strip() == "False" and "PartNotDone" in check.stderr and "minissd/boxes.py:" in check.stderr

@@ -16,13 +16,20 @@ The reference code marks the body of each function a student should write::
   Gradescope's results.json.
 - ``python -m minissd.assignments check`` lists the regions and the parts and reports
   markers that are malformed, ungraded or caught in the Numba trap.
+- In a notebook, ``check_part("iou")`` runs one part's graded tests and prints its points and
+  first failure; ``needs(...)`` stops a notebook, with a message and no traceback, at a part
+  that is still blank (notebook.py).
+- ``python -m minissd.assignments docs`` rewrites the points example of docs/students.md
+  from the parts table (``--check``: only say whether it is stale).
 
 docs/instructors.md and docs/students.md tell the whole story.
 """
 
 from .grade import GradeError, Report, grade, run_graded_tests
 from .markers import MarkerError, Region, find_regions, strip_regions
+from .notebook import PartNotDone, check_part, needs, or_recorded, written
 from .student import make_student_copy
 
-__all__ = ["GradeError", "MarkerError", "Region", "Report", "find_regions", "grade",
-           "make_student_copy", "run_graded_tests", "strip_regions"]
+__all__ = ["GradeError", "MarkerError", "PartNotDone", "Region", "Report", "check_part",
+           "find_regions", "grade", "make_student_copy", "needs", "or_recorded",
+           "run_graded_tests", "strip_regions", "written"]

@@ -1,4 +1,4 @@
-"""python -m minissd.assignments {student,grade,check}: see docs/instructors.md."""
+"""python -m minissd.assignments {student,grade,check,docs}: see docs/instructors.md."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from . import parts as table
 from .check import numba_trap_problems, parts_problems
 from .grade import grade
 from .markers import scan_tree
-from .student import INSTRUCTOR_ONLY, _excluded, make_student_copy, source_files
+from .scoring import example_points_block
+from .student import STUDENTS_GUIDE, INSTRUCTOR_ONLY, _excluded, make_student_copy, source_files
 
 
 def _reference_root() -> Path:
@@ -82,6 +83,23 @@ def cmd_check(args) -> int:
     return 1 if problems else 0
 
 
+def cmd_docs(args) -> int:
+    """Rewrite the generated points example of docs/students.md from the parts table."""
+    source = Path(args.source) if args.source else _reference_root()
+    guide = source / STUDENTS_GUIDE
+    text = guide.read_text(encoding="utf-8")
+    new = example_points_block(text, table.PARTS, table.CHAPTERS)
+    if new == text:
+        print(f"{guide}: up to date")
+        return 0
+    if args.check:
+        print(f"{guide}: the points example is stale; run python -m minissd.assignments docs")
+        return 1
+    guide.write_text(new, encoding="utf-8")
+    print(f"rewrote the points example of {guide}")
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m minissd.assignments",
                                      description="Course assignments cut from minissd.")
@@ -103,6 +121,10 @@ def main(argv=None) -> int:
     p = sub.add_parser("check", help="list regions and parts; report problems")
     p.add_argument("--source", help="the reference checkout (default: this minissd's)")
     p.set_defaults(run=cmd_check)
+    p = sub.add_parser("docs", help="rewrite docs/students.md's points example from the parts")
+    p.add_argument("--check", action="store_true", help="only say whether it is up to date")
+    p.add_argument("--source", help="the reference checkout (default: this minissd's)")
+    p.set_defaults(run=cmd_docs)
     args = parser.parse_args(argv)
     try:
         return args.run(args)

@@ -88,37 +88,50 @@ def _same(recorded, now) -> bool:
     return recorded == now
 
 
-def _encode(value):
-    """A JSON description of a result; arrays go to ``_arrays`` and are named in it."""
+def encode(value, arrays: dict):
+    """A JSON description of ``value`` (arrays, numbers, strings, None, and tuples, lists and
+    dicts of them); each array is put in ``arrays`` under the name the description gives."""
     if isinstance(value, np.ndarray) or isinstance(value, np.generic):
-        name = f"a{len(_arrays)}"
-        _arrays[name] = np.asarray(value)
+        name = f"a{len(arrays)}"
+        arrays[name] = np.asarray(value)
         return {"array": name, "scalar": isinstance(value, np.generic)}
     if isinstance(value, (tuple, list)):
-        return {type(value).__name__: [_encode(v) for v in value]}
+        return {type(value).__name__: [encode(v, arrays) for v in value]}
     if isinstance(value, dict):
-        return {"dict": [[_encode(k), _encode(v)] for k, v in value.items()]}
+        return {"dict": [[encode(k, arrays), encode(v, arrays)] for k, v in value.items()]}
     if value is None or isinstance(value, (bool, int, float, str)):
         return {"value": value}
-    raise TypeError(f"an oracle returned a {type(value).__name__}, which cannot be recorded")
+    raise TypeError(f"a {type(value).__name__} cannot be recorded (arrays, numbers, strings, "
+                    "and tuples, lists and dicts of them can)")
 
 
-def _decode(spec, arrays):
+def decode(spec, arrays: dict):
+    """The value ``encode`` described."""
     if "array" in spec:
         a = arrays[spec["array"]]
         return a[()] if spec["scalar"] else a.copy()
     if "tuple" in spec:
-        return tuple(_decode(v, arrays) for v in spec["tuple"])
+        return tuple(decode(v, arrays) for v in spec["tuple"])
     if "list" in spec:
-        return [_decode(v, arrays) for v in spec["list"]]
+        return [decode(v, arrays) for v in spec["list"]]
     if "dict" in spec:
-        return {_decode(k, arrays): _decode(v, arrays) for k, v in spec["dict"]}
+        return {decode(k, arrays): decode(v, arrays) for k, v in spec["dict"]}
     return spec["value"]
 
 
+def save(path, index, arrays: dict) -> None:
+    """Write a JSON-able ``index`` and its arrays to one .npz (read back with ``load``)."""
+    np.savez_compressed(path, index=np.array(json.dumps(index, allow_nan=True)), **arrays)
+
+
+def load(path) -> tuple:
+    """(index, arrays) of a file ``save`` wrote; no pickles."""
+    with np.load(path) as data:
+        return json.loads(str(data["index"])), {k: data[k] for k in data.files if k != "index"}
+
+
 def _write(path: str) -> None:
-    index = json.dumps(_recording, allow_nan=True)
-    np.savez_compressed(path, index=np.array(index), **_arrays)
+    save(path, _recording, _arrays)
 
 
 def recorded(oracle):
@@ -145,14 +158,12 @@ def recorded(oracle):
             if _recording is None:
                 _recording = {}
                 atexit.register(_write, target)
-            _recording[key] = {"args": arguments, "result": _encode(result)}
+            _recording[key] = {"args": arguments, "result": encode(result, _arrays)}
             return result
         if not answers.is_file():
             return oracle(*args, **kwargs)
         if answers not in _answers:
-            with np.load(answers) as data:
-                _answers[answers] = (json.loads(str(data["index"])),
-                                     {k: data[k] for k in data.files if k != "index"})
+            _answers[answers] = load(answers)
         index, arrays = _answers[answers]
         if key not in index:
             raise LookupError(
@@ -166,7 +177,7 @@ def recorded(oracle):
                 "copy gave it, so its recorded answer does not apply. The test builds these "
                 "inputs with code you write: check the earlier parts it uses (the part named "
                 "in its error, or the functions called before this line).")
-        return _decode(entry["result"], arrays)
+        return decode(entry["result"], arrays)
 
     call.recorded_oracle = True
     return call

@@ -174,6 +174,7 @@ def make_student_copy(source: Path, out: Path, parts, chapters, only=None,
                 (tmp / rel).write_text(text, encoding="utf-8")
         if oracle_files:
             _record_oracles(source, tmp, files, oracle_files, record_timeout)
+        _record_notebooks(source, tmp, files, record_timeout)
         guide = tmp / STUDENTS_GUIDE
         if guide.is_file():
             guide.write_text(example_points_block(guide.read_text(encoding="utf-8"), parts,
@@ -258,6 +259,47 @@ def strip_oracles(source: str, path: str = "<string>") -> tuple[str, list]:
     return "".join(lines), [node.name for node in found]
 
 
+# Runs a notebook's code cells in order in one namespace, as "Run all" does (no Jupyter needed).
+_RUN_NOTEBOOK = """\
+import json, sys
+cells = json.load(open(sys.argv[1], encoding="utf-8"))["cells"]
+namespace = {"__name__": "__main__"}
+for k, cell in enumerate(cells):
+    if cell["cell_type"] == "code":
+        exec(compile("".join(cell["source"]), f"{sys.argv[1]} cell {k}", "exec"), namespace)
+"""
+
+
+def _record_notebooks(source: Path, dest: Path, files, timeout) -> None:
+    """Run, in the reference, each notebook that calls ``or_recorded`` and put what it
+    recorded in the copy's notebooks/recorded/ (notebook.py)."""
+    from .notebook import RECORD_VARIABLE, RECORDINGS
+
+    notebooks = [rel for rel in files if rel.endswith(".ipynb")
+                 and "or_recorded(" in (source / rel).read_text(encoding="utf-8")]
+    if not notebooks:
+        return
+    with tempfile.TemporaryDirectory(prefix="minissd-notebooks-") as tmp:
+        recordings, cwd = Path(tmp, "recorded"), Path(tmp, "notebooks")
+        cwd.mkdir()
+        env = {**os.environ, RECORD_VARIABLE: str(recordings), "MPLBACKEND": "Agg",
+               "PYTHONPATH": os.pathsep.join([str(source)] + [
+                   p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])}
+        env.setdefault("MINISSD_DATA", str(Path(tmp, "data")))
+        for rel in notebooks:
+            try:
+                run = subprocess.run([sys.executable, "-c", _RUN_NOTEBOOK, str(source / rel)],
+                                     cwd=cwd, env=env, capture_output=True, text=True,
+                                     timeout=timeout)
+            except subprocess.TimeoutExpired:
+                raise MarkerError(f"recording {rel}: it did not finish in {timeout:g} s") from None
+            if run.returncode != 0:
+                raise MarkerError(f"recording {rel} for the student copy: it failed in the "
+                                  f"reference:\n{(run.stdout + run.stderr)[-3000:]}")
+        if recordings.is_dir():
+            shutil.copytree(recordings, dest / RECORDINGS, dirs_exist_ok=True)
+
+
 def _record_oracles(source: Path, dest: Path, files, oracle_files, timeout) -> None:
     """Run the reference's tests that call the oracles, recording every answer, and write
     the answers beside each oracle module in the copy."""
@@ -330,7 +372,6 @@ pip install -e ".[test]"                                 # once
 pytest                                                   # every test; the last lines are your points
 pytest --part {first:<38}  # only the tests of one part
 python -m minissd.assignments grade . --json results.json   # what the grader will give you
-python -m minissd.assignments capstone                   # the capstone: train the tiny SSD
 ```
 
 In a notebook, `from minissd.assignments import check_part; check_part("{first}")` runs one
