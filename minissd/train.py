@@ -198,7 +198,7 @@ def train(cfg, stop):
     else:
         optimizer = SGD(params, cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     lr_at = learning_rate_schedule(cfg, iters)
-    loss_cfg = LossConfig(cfg.iou_threshold, cfg.neg_pos_ratio, cfg.alpha)
+    loss_cfg = LossConfig(cfg.iou_threshold, cfg.neg_pos_ratio, cfg.alpha, cfg.matching, cfg.conf_loss)
     history = {"iteration": [], "loss_l": [], "loss_c": [], "lr": [], "eval_iteration": [], "mAP": []}
     start = 0
     if cfg.resume:

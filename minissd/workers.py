@@ -39,6 +39,7 @@ or stuck after ``timeout`` seconds: ``WorkerError`` names it, and the workers ar
 Workers ignore Ctrl-C: the training loop's own handler stops between iterations.
 """
 
+import dataclasses
 import math
 import multiprocessing as mp
 import os
@@ -183,7 +184,7 @@ class Workers:
                               f"{unit}; the batch size must be a multiple of the group")
         np.frombuffer(self._images, np.float32).reshape(self._image_shape)[:B] = images
         shares = share_bounds(B, self.n, unit)
-        cfg = (loss_cfg.iou_threshold, loss_cfg.neg_pos_ratio, loss_cfg.alpha)
+        cfg = dataclasses.astuple(loss_cfg)  # every field, in order: the worker rebuilds LossConfig(*cfg)
         for r, (lo, hi) in enumerate(shares):
             self._send(r, ("step", lo, hi, list(gt_boxes[lo:hi]), list(gt_labels[lo:hi]), cfg))
         results = self._collect(range(len(shares)), "step")

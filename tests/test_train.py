@@ -392,6 +392,20 @@ def test_the_switches_reach_the_model_and_the_data_and_a_resumed_run_keeps_them(
         train.main(args(voc, tmp_path, "--iters", "3", "--resume", *switches[:-3], "--fit-priors"))
 
 
+def test_the_matching_and_loss_switches_reach_the_step(voc, tmp_path, monkeypatch):
+    # Before: train.py built LossConfig from three of its fields, so --matching and --conf-loss
+    # were saved with the checkpoint while every step matched per prediction and mined.
+    # (With step processes, test_workers checks that the workers get every field.)
+    calls = []
+    real_match, real_loss = step.match_batch, step.multibox_loss
+    monkeypatch.setattr(step, "match_batch", lambda *a, **kw: calls.append(kw["rule"]) or real_match(*a, **kw))
+    monkeypatch.setattr(step, "multibox_loss",
+                        lambda *a, **kw: calls.append(kw["conf_loss"]) or real_loss(*a, **kw))
+    assert train.main(args(voc, tmp_path, "--iters", "2", "--processes", "1",
+                           "--matching", "bipartite", "--conf-loss", "focal")) == 0
+    assert calls == ["bipartite", "focal"] * 2
+
+
 def test_the_crop_rule_reaches_the_training_transform():
     from minissd.config import TrainConfig
     from minissd.model import TINY_CONFIG

@@ -5,6 +5,7 @@ the worker count is a speed setting, so 1 process and 2 processes must give the 
 gradients, weights and BatchNorm running statistics (to float rounding)."""
 
 import copy
+import dataclasses
 import os
 import signal
 import time
@@ -55,16 +56,23 @@ def test_share_bounds_keep_whole_groups():
     assert share_bounds(3, 8, 1) == [(0, 1), (1, 2), (2, 3)]
 
 
-def test_workers_give_the_whole_batch_loss_and_gradient(rng):
+# the default loss, and the switches (before: the workers were sent three fields of the
+# config, so a run with processes matched per prediction and mined whatever it was told)
+@pytest.mark.parametrize("loss_cfg", [LOSS, dataclasses.replace(LOSS, matching="bipartite", conf_loss="focal")],
+                         ids=["default", "switches"])
+def test_workers_give_the_whole_batch_loss_and_gradient(rng, loss_cfg):
     model = SSD(PLAIN, 2, seed=1).train()
     reference = copy.deepcopy(model)
     images, boxes, labels = make_batch(rng)
     stats = {}
-    loss_l, loss_c = forward_backward(reference, images, boxes, labels, LOSS, stats=stats)  # at once
+    loss_l, loss_c = forward_backward(reference, images, boxes, labels, loss_cfg, stats=stats)  # at once
     assert stats["positives"] > 0
+    if loss_cfg != LOSS:  # the switches change the loss on this batch, so the check below can fail
+        assert loss_c != pytest.approx(forward_backward(copy.deepcopy(model), images, boxes, labels, LOSS)[1],
+                                       rel=1e-3)
     times = {"match": 1.0}
     with Workers(model, 2, max_batch=8, bn_group=None) as workers:
-        w_l, w_c = workers.forward_backward(images, boxes, labels, LOSS, times=times)
+        w_l, w_c = workers.forward_backward(images, boxes, labels, loss_cfg, times=times)
     assert set(times) == {"match", "forward", "loss", "backward"} and times["match"] > 1.0  # added
     assert w_l == pytest.approx(loss_l, rel=1e-5) and w_c == pytest.approx(loss_c, rel=1e-5)
     for (name, p), g in zip(model.named_parameters(), grads_of(reference)):
