@@ -19,6 +19,8 @@ The reference code marks the body of each function a student should write::
 - In a notebook, ``check_part("iou")`` runs one part's graded tests and prints its points and
   first failure; ``needs(...)`` stops a notebook, with a message and no traceback, at a part
   that is still blank (notebook.py).
+- ``python -m minissd.assignments capstone [COPY]`` trains the tiny SSD with the copy's own
+  code for a fixed budget and scores the val mAP it reaches (capstone.py).
 - ``python -m minissd.assignments docs`` rewrites the points example of docs/students.md
   from the parts table (``--check``: only say whether it is stale).
 

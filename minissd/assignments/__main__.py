@@ -1,4 +1,4 @@
-"""python -m minissd.assignments {student,grade,check,docs}: see docs/instructors.md."""
+"""python -m minissd.assignments {student,grade,check,docs,capstone}: see docs/instructors.md."""
 
 from __future__ import annotations
 
@@ -100,6 +100,26 @@ def cmd_docs(args) -> int:
     return 0
 
 
+def cmd_capstone(args) -> int:
+    """Train in the copy with its own code, evaluate with this one, print (and write) the score."""
+    from dataclasses import replace
+
+    from ..data import default_data_dir
+    from .capstone import CAPSTONE, run_capstone, write_result
+
+    changes = {k: v for k, v in (("iters", args.iters), ("target", args.target)) if v is not None}
+    rules = replace(CAPSTONE, **changes)
+    data_dir = Path(args.data_dir) if args.data_dir else default_data_dir()
+    out = Path(args.out) if args.out else Path(args.dir) / "runs" / "capstone"
+    print(f"capstone: training the tiny SSD for {rules.iters} iterations with the code in {args.dir} "
+          f"(a few minutes); output in {out}")
+    result = run_capstone(args.dir, out, data_dir, rules, timeout=args.timeout, echo=sys.stdout)
+    print(result["output"])
+    if args.json:
+        write_result(args.json, result)
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m minissd.assignments",
                                      description="Course assignments cut from minissd.")
@@ -125,6 +145,15 @@ def main(argv=None) -> int:
     p.add_argument("--check", action="store_true", help="only say whether it is up to date")
     p.add_argument("--source", help="the reference checkout (default: this minissd's)")
     p.set_defaults(run=cmd_docs)
+    p = sub.add_parser("capstone", help="train the tiny SSD with the copy's code; score its val mAP")
+    p.add_argument("dir", nargs="?", default=".", help="the student's copy (default: this folder)")
+    p.add_argument("--json", help="write the result here (score, max_score, output: Gradescope's fields)")
+    p.add_argument("--out", help="the training run's folder (default DIR/runs/capstone)")
+    p.add_argument("--data-dir", help="where the capstone's tiny-voc subset is written (default $MINISSD_DATA)")
+    p.add_argument("--iters", type=int, help="instructors: another budget (measure a new --target with it)")
+    p.add_argument("--target", type=float, help="instructors: the mAP that earns full points")
+    p.add_argument("--timeout", type=float, default=3600, help="seconds (default 3600)")
+    p.set_defaults(run=cmd_capstone)
     args = parser.parse_args(argv)
     try:
         return args.run(args)
