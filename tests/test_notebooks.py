@@ -29,7 +29,7 @@ THREAD_VARIABLES = ("NUMBA_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREAD
 
 def test_there_is_a_notebook_per_chapter():
     numbers = [p.name[:2] for p in NOTEBOOKS]
-    assert numbers == [f"{k:02d}" for k in range(1, 11)], numbers
+    assert numbers == [f"{k:02d}" for k in range(1, 12)], numbers
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
