@@ -96,3 +96,10 @@ def test_cuda_multibox_loss_on_device_and_without_positives(rng):
     loss_l, loss_c, dloc, dconf = cuda_loss.multibox_loss(*args)
     assert (loss_l, loss_c) == (0.0, 0.0)
     assert hasattr(dloc, "copy_to_host") and not dconf.copy_to_host().any()
+
+
+@pytest.mark.parametrize("conf_loss", ["all", "focal"])
+def test_cuda_loss_refuses_the_confidence_losses_it_lacks(conf_loss):
+    z = np.zeros((1, 2, 4), np.float32)
+    with pytest.raises(ValueError, match=f"conf_loss: the GPU has hard negative mining .* got '{conf_loss}'"):
+        cuda_loss.multibox_loss(z, np.zeros((1, 2, 3), np.float32), z, np.zeros((1, 2), np.int64), conf_loss=conf_loss)

@@ -92,3 +92,13 @@ def test_cuda_match_refuses_what_cpu_refuses(batch):
         cuda_matching.match_batch(boxes, [labels[0] + 20, labels[1], labels[2]], priors, num_classes=20)
     with pytest.raises(ValueError, match="iou_threshold"):
         cuda_matching.match(boxes[0], labels[0], priors, iou_threshold=1.5)
+
+
+def test_cuda_matching_refuses_the_rule_it_lacks():
+    # the GPU has the default rule only: another one is refused by name, never run as the default
+    boxes, labels = [np.array([[0.1, 0.1, 0.5, 0.5]], np.float32)], [np.array([1])]
+    priors = np.array([[0.3, 0.3, 0.4, 0.4]], np.float32)
+    with pytest.raises(ValueError, match="rule: the GPU matches with 'per-prediction' only, got 'bipartite'"):
+        cuda_matching.match_batch(boxes, labels, priors, rule="bipartite")
+    with pytest.raises(ValueError, match="'bipartite'"):
+        cuda_matching.match(boxes[0], labels[0], priors, rule="bipartite")
