@@ -17,9 +17,9 @@ same config is not trained again, one with only a checkpoint continues from it (
 and a folder holding a run of another config is refused (a ConfigError naming it), never
 overwritten. So an interrupted ablation continues with the same command.
 
-Budgets (``BUDGETS``): the default trains each arm 1000 iterations of 16 images (about 3.5
-minutes an arm on a quiet 2-core laptop, under an hour for all 15); ``--quick`` 400, about
-1.5-2.5 minutes an arm (half an hour for all 15, a few minutes for two or three chosen with
+Budgets (``BUDGETS``): the default trains each arm 1000 iterations of 16 images (3-4 minutes
+an arm on a 2-core AMD EPYC, 60 minutes for all 16, measured 2026-12-03); ``--quick`` 400,
+about 1.5-2 minutes an arm (half an hour for all 16, a few minutes for two or three chosen with
 ``--arms``), which ranks only the large effects. One seed: the spread between seeds of the
 same run is about 1.5 mAP points at the full 3600-iteration budget (docs/training-results.md),
 more at these budgets, so read small differences as noise (docs/ch11-ablations.md).
