@@ -271,7 +271,7 @@ def test_default_rule_is_per_prediction_and_unknown_rule_is_refused():
             call()
 
 
-def _bipartite_as_argmax(ious, gt_labels, threshold, best_gt, labels_out):
+def _bipartite_as_argmax(ious, gt_labels, threshold, best_prior, best_gt, labels_out):
     """The threshold rule, then each object its own argmax (a later one steals): no bipartite."""
     best_gt[:] = ious.argmax(axis=0)
     labels_out[:] = np.where(ious.max(axis=0) >= threshold, gt_labels[best_gt], 0)
