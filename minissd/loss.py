@@ -334,8 +334,11 @@ def multibox_loss(loc_p, conf_p, loc_t, conf_t, neg_pos_ratio=3, alpha=1.0, conf
         raise ValueError(f"focal_gamma: expected a number >= 0, got {focal_gamma}")
     dtype = np.result_type(loc_p.dtype, conf_p.dtype)
     if conf_loss != "hnm":  # no mining: the confidence term over every prior (below)
-        return _multibox_loss_every_prior(loc_p, conf_p, loc_t, conf_t, alpha, conf_loss,
-                                          float(focal_gamma), dtype)
+        # the localisation term is the one with mining: take it from this function, with no
+        # negatives to mine (what it computes for the confidence then is thrown away)
+        loss_l, _, dloc, _ = multibox_loss(loc_p, conf_p, loc_t, conf_t, 0, alpha)
+        loss_c, dconf = _confidence_every_prior(conf_p, conf_t, conf_loss, float(focal_gamma), dtype)
+        return loss_l, loss_c, dloc, dconf
 
     # [assignment multibox_loss] lse = log-sum-exp of each prior's logits; bg loss = lse - conf[..., 0]; mine; cross-entropy (lse - conf[label]) over the mask and smooth-L1 over positives, both / N; gradients: (softmax - onehot) / N on the mask, alpha * smooth-L1' / N on positives.
     pos = conf_t > 0  # (B, P)
@@ -392,16 +395,16 @@ def focal_loss(logp_t, gamma=2.0):
     return -q_gamma * logp_t, q_gamma - slope
 
 
-def _multibox_loss_every_prior(loc_p, conf_p, loc_t, conf_t, alpha, conf_loss, gamma, dtype):
-    """``multibox_loss`` for conf_loss "all" or "focal": arguments and returns as there.
+def _confidence_every_prior(conf_p, conf_t, conf_loss, gamma, dtype):
+    """``multibox_loss``'s confidence term for conf_loss "all" or "focal": (loss_c, dconf).
 
-    The confidence term sums over EVERY prior, the positives and all the negatives, and is
-    divided by N as the localisation term is. "all" is the cross-entropy, gradient
-    softmax - onehot; "focal" is ``focal_loss``, the same gradient weighted per prior by its w.
+    The term sums over EVERY prior, the positives and all the negatives, and is divided by N,
+    the number of positives, as the localisation term is. "all" is the cross-entropy,
+    gradient softmax - onehot; "focal" is ``focal_loss``, the same gradient weighted per prior
+    by its w. dconf (B, P, K) of ``dtype``.
     """
     B, P, K = conf_p.shape
-    pos = conf_t > 0  # (B, P)
-    N = max(int(pos.sum()), 1)
+    N = max(int(np.count_nonzero(conf_t > 0)), 1)
     conf_p = conf_p.astype(dtype, copy=False)
     lse = np.empty((B, P), dtype=dtype)
     _log_sum_exp(conf_p, lse)  # (B, P)
@@ -420,13 +423,4 @@ def _multibox_loss_every_prior(loc_p, conf_p, loc_t, conf_t, alpha, conf_loss, g
     np.put_along_axis(dconf, conf_t[..., None],
                       np.take_along_axis(dconf, conf_t[..., None], axis=-1) - 1, axis=-1)
     dconf *= (w / N).astype(dtype)[..., None]  # (softmax - onehot) * w / N
-
-    # localisation: as in multibox_loss, smooth L1 over the positives only
-    diff = (loc_p[pos] - loc_t[pos]).astype(dtype, copy=False)  # (num_pos, 4)
-    if not np.all(np.isfinite(diff)):
-        raise ValueError("loc_p or loc_t: contains NaN or inf at a positive prior")
-    l1, l1_grad = smooth_l1(diff)
-    loss_l = float(l1.sum(dtype=np.float64)) / N
-    dloc = np.zeros((B, P, 4), dtype=dtype)
-    dloc[pos] = (alpha / N) * l1_grad
-    return loss_l, loss_c, dloc, dconf
+    return loss_c, dconf
