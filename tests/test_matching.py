@@ -271,6 +271,7 @@ def test_default_rule_is_per_prediction_and_unknown_rule_is_refused():
             call()
 
 
+# [instructor-only] a test of the tests: a wrong rule that is the per-prediction solution again
 def _bipartite_as_argmax(ious, gt_labels, threshold, best_prior, best_gt, labels_out):
     """The threshold rule, then each object its own argmax (a later one steals): no bipartite."""
     best_gt[:] = ious.argmax(axis=0)
@@ -283,3 +284,4 @@ def test_wrong_bipartite_is_caught(monkeypatch):
     monkeypatch.setattr(matching, "_match_bipartite", _bipartite_as_argmax)
     with pytest.raises(AssertionError):
         test_two_objects_sharing_their_best_prior()
+# [/instructor-only]
