@@ -389,6 +389,19 @@ def test_scores_are_proportional_and_a_broken_file_gives_zero():
     assert s.score == 0
 
 
+def test_weights_count_a_test_function_once_whatever_its_cases():
+    # "core" weighs 3 and is half passed over its 4 cases; "corner" weighs 1 and fails:
+    # 10 * (3 * 0.5 + 1 * 0) / 4 = 3.75. Counting cases alike would give 10 * 2 / 5 = 4.
+    part = Part("p", 1, "p", 10, (), (("tests/test_a.py::test_core", 3), "tests/test_a.py::test_corner",
+                                      ("tests/test_a.py::test_never_selected", 100)))
+    outcomes = {f"tests/test_a.py::test_core[{k}]": ("passed" if k < 2 else "failed", "")
+                for k in range(4)}
+    outcomes["tests/test_a.py::test_corner"] = ("failed", "")
+    (s,) = score_parts([part], outcomes)
+    assert (s.passed, s.run, s.score) == (2, 5, 3.75)
+    assert part.patterns[0] == "tests/test_a.py::test_core" and part.weights == (3.0, 1.0, 100.0)
+
+
 # ---- the pytest plugin ----------------------------------------------------------------------------
 
 def _pytest(cwd, *args):

@@ -70,7 +70,7 @@ def run_graded_tests(root, parts, *, package="minissd", pytest_args=(), env=None
                     for p in root.glob(pattern)})
     if not files:
         return Run(stopped="no test file of these parts exists")
-    regex = tests_regex([p for part in parts for p in part.tests])
+    regex = tests_regex([p for part in parts for p in part.patterns])
     with tempfile.TemporaryDirectory(prefix="minissd-grade-") as tmp:
         reporter = Path(tmp, "reporter.py")
         shutil.copy(Path(__file__).with_name("_reporter.py"), reporter)

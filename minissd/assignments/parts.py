@@ -2,8 +2,12 @@
 
 Each part names the marked regions a student writes for it (``# [assignment NAME]`` in the
 reference code) and the tests that grade it, as pytest node ids (``file::test_name``, where
-``*`` matches any run of characters; a test's parametrised cases ``name[...]`` are included).
-A part scores ``points * passed / run`` over its tests. Pick tests that exercise the
+``*`` matches any run of characters; a test's parametrised cases ``name[...]`` are included),
+each with a weight. A part scores ``points * sum(weight * share of the pattern's cases that
+pass) / sum(weight)`` over the patterns that ran: a test function is one unit whatever its
+number of cases, and its weight says how wrong a result that fails it is (a wrong answer on
+every input: high; a convention at one corner: low), so the points lost follow the size of the
+mistake, not the number of tests that happen to catch it. Pick tests that exercise the
 computation: a bad-input test passes with the function still blank (the checks sit outside
 the region), and a test that monkeypatches in a wrong version checks the tests, not the
 student. A test may count for two parts; keep that rare, or one mistake costs twice.
@@ -39,7 +43,8 @@ class Part:
     - title: what the student builds, in a few words
     - points: what the part is worth
     - regions: the ``[assignment NAME]`` regions the student fills in for it
-    - tests: node-id patterns of the tests that grade it (``*`` wildcard)
+    - tests: node-id patterns of the tests that grade it (``*`` wildcard), each a string
+      (weight 1) or a pair ``(pattern, weight)``
     """
 
     name: str
@@ -49,11 +54,22 @@ class Part:
     regions: tuple
     tests: tuple
 
+    @property
+    def patterns(self) -> tuple:
+        """The node-id patterns, without their weights."""
+        return tuple(t if isinstance(t, str) else t[0] for t in self.tests)
+
+    @property
+    def weights(self) -> tuple:
+        """One weight per pattern."""
+        return tuple(1.0 if isinstance(t, str) else float(t[1]) for t in self.tests)
 
 
 def _tests(file, *names):
-    """Node-id patterns for tests ``names`` of one test file."""
-    return tuple(f"tests/{file}::{name}" for name in names)
+    """Node-id patterns for tests ``names`` of one test file; a name given as ``(name, w)``
+    has weight ``w``."""
+    return tuple(f"tests/{file}::{n}" if isinstance(n, str) else (f"tests/{file}::{n[0]}", n[1])
+                 for n in names)
 
 
 PARTS = (

@@ -4,7 +4,8 @@
   "skipped", "error"; only "passed" earns points (a skipped graded test earns nothing, so a
   graded test must not skip on the grading machine).
 - collection_errors: dict test file -> message, for files pytest could not import.
-A part scores ``points * passed / run`` over the tests its patterns select; a part with a
+A part scores ``points * sum(w * passed/run of the pattern) / sum(w)`` over its patterns that
+selected a test (each pattern, a test function with all its cases, weighs ``w``); a part with a
 test file that failed to import scores zero (its tests did not run, and a part must not earn
 full marks from the half that happened to load).
 """
@@ -27,13 +28,21 @@ def tests_regex(patterns) -> str:
 
 def part_matcher(part):
     """A function node_id -> bool that says whether the test belongs to ``part``."""
-    regex = re.compile(tests_regex(part.tests))
+    regex = re.compile(tests_regex(part.patterns))
     return lambda node_id: regex.match(node_id) is not None
+
+
+def pattern_of(part, node_id: str):
+    """The index of the first of ``part``'s patterns that selects ``node_id`` (None: none)."""
+    for k, pattern in enumerate(part.patterns):
+        if re.match(tests_regex([pattern]), node_id):
+            return k
+    return None
 
 
 def test_files(part) -> list[str]:
     """The file part of each pattern (``tests/test_boxes.py``), possibly with ``*``."""
-    return sorted({p.split("::")[0] for p in part.tests})
+    return sorted({p.split("::")[0] for p in part.patterns})
 
 
 @dataclass
@@ -69,17 +78,23 @@ def score_parts(parts, outcomes: dict, collection_errors: dict | None = None) ->
         for f in broken:
             s.lines.append(f"ERROR {f} could not be imported: {collection_errors[f]}")
         failures = []
+        passed, run = [0] * len(part.tests), [0] * len(part.tests)
         for node_id, (outcome, message) in outcomes.items():
             if not belongs(node_id):
                 continue
+            k = pattern_of(part, node_id)
             s.run += 1
+            run[k] += 1
             if outcome == "passed":
                 s.passed += 1
+                passed[k] += 1
             else:
                 failures.append(f"{outcome.upper()} {node_id}"
                                 + (f": {message}" if message else ""))
+        weights = [w for w, n in zip(part.weights, run) if n]
         if s.run and not broken:
-            s.score = round(part.points * s.passed / s.run, 2)
+            earned = sum(w * p / n for w, p, n in zip(part.weights, passed, run) if n)
+            s.score = round(part.points * earned / sum(weights), 2)
         s.lines.append(f"{s.passed} of {s.run} tests passed" if s.run
                        else "no test of this part ran")
         s.lines += failures
