@@ -63,6 +63,7 @@ def forward_backward(model, images, gt_boxes, gt_labels, loss_cfg, times=None, s
         times[stage] = times.get(stage, 0.0) + now - clock[0]
         clock[0] = now
 
+    # [assignment train_step] zero the grads; match with loss_cfg's threshold and rule; forward; stop with (nan, nan) on a non-finite output; multibox_loss with loss_cfg's ratio, alpha and conf_loss; stop on a non-finite loss; backward; call lap(stage) after each stage.
     model.zero_grad()  # backward ADDS into .grad
     # 1. match: each default box gets a ground truth's encoded box and label, or background (0)
     loc_t, conf_t = match_batch(gt_boxes, gt_labels, model.priors, iou_threshold=loss_cfg.iou_threshold,
@@ -86,6 +87,7 @@ def forward_backward(model, images, gt_boxes, gt_labels, loss_cfg, times=None, s
     # 4. backward: through the heads and the network, adding into every param.grad
     model.backward(dloc, dconf)
     lap("backward")
+    # [/assignment]
     return loss_l, loss_c
 
 

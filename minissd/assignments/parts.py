@@ -29,6 +29,8 @@ CHAPTERS = {
     3: "Matching",
     4: "Loss and hard negative mining",
     5: "Layers and backprop",
+    6: "The network and its heads",
+    7: "Training",
     8: "Inference and evaluation",
     9: "Augmentation and small objects",
 }
@@ -115,6 +117,22 @@ PARTS = (
     Part("sgd_step", 5, "SGD with momentum and weight decay", 4, ("sgd_step",), _tests(
         "test_nn_optim.py", "test_plain_sgd", "test_sgd_momentum_and_weight_decay_by_hand",
         "test_sgd_nesterov_by_hand")),
+    # -- 6. the network ----------------------------------------------------------------------
+    Part("heads", 6, "prediction heads: flatten, concatenate the maps, split", 6,
+         ("heads_forward", "heads_backward"), _tests(
+             "test_heads.py", ("test_every_prediction_lands_at_its_default_box", 3),
+             ("test_each_conv_reads_its_own_source_and_outputs_keep_the_dtype", 0.5),
+             ("test_backward_is_the_transpose_of_forward", 3),
+             ("test_backward_puts_each_gradient_where_its_output_came_from", 3),
+             ("test_backward_returns_each_maps_source_gradient_in_order", 0.5))),
+    # -- 7. training ---------------------------------------------------------------------------
+    Part("train_step", 7, "the training step: match, forward, loss, backward", 6, ("train_step",),
+         _tests("test_training_step.py", ("test_the_step_leaves_the_gradient_of_the_loss_it_returns", 3),
+                ("test_the_step_zeroes_the_gradients_first", 3),
+                ("test_the_loss_config_reaches_matching_and_the_loss", 3),
+                "test_a_non_finite_output_or_loss_stops_before_backward",
+                "test_times_add_up_per_stage_and_stats_count_the_positives",
+                ("test_the_loss_falls_when_stepping_on_a_few_images", 2))),
     # -- 8. inference and evaluation -----------------------------------------------------------
     Part("nms", 8, "greedy non-maximum suppression", 6, ("nms",), _tests(
         "test_nms.py", "test_nms_worked_example", "test_suppressed_boxes_do_not_suppress",

@@ -33,6 +33,7 @@ class MultiBoxHead(Module):
                       for c, k in zip(in_channels, boxes_per_location)]
 
     def forward(self, sources):
+        # [assignment heads_forward] Per map: conv, then (B, k*(C+5), f, f) -> (B, f*f*k, C+5) in row, column, box order; concatenate the maps; loc = first 4 of each box's C+5, conf = the rest.
         per_box = 4 + self.num_classes + 1
         outs = []
         for conv, x in zip(self.convs, sources):
@@ -44,9 +45,11 @@ class MultiBoxHead(Module):
         self._sizes = [o.shape[1] for o in outs]  # kept for backward: where each map's boxes are
         self._shapes = [x.shape for x in sources]
         loc, conf = out[:, :, :4], out[:, :, 4:]  # (B, P, 4), (B, P, C+1)
+        # [/assignment]
         return np.ascontiguousarray(loc), np.ascontiguousarray(conf)
 
     def backward(self, dloc, dconf):
+        # [assignment heads_backward] Undo forward: join dloc and dconf box by box, cut each map's rows, reshape back to (B, k*(C+5), f, f), and run that map's conv backward.
         dout = np.concatenate([dloc, dconf], axis=2)  # (B, P, C+5)
         grads, start = [], 0
         for conv, n, shape in zip(self.convs, self._sizes, self._shapes):
@@ -54,4 +57,5 @@ class MultiBoxHead(Module):
             g = dout[:, start:start + n].reshape(B, f, f, -1).transpose(0, 3, 1, 2)  # (B, k*(C+5), f, f)
             grads.append(conv.backward(np.ascontiguousarray(g)))
             start += n
+        # [/assignment]
         return grads

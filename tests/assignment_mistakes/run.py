@@ -1,10 +1,11 @@
 """Grade each mistake's part with the wrong answer swapped in, all in one process.
 
-    cd REPO && PYTHONPATH=tests python -m assignment_mistakes.run [-x] OUT.json
+    cd REPO && PYTHONPATH=tests python -m assignment_mistakes.run [-x] [--part A,B] OUT.json
 
 For each row of MISTAKES: swap the wrong answer in (it must take the reference's
 arguments), run the part's graded tests with ``pytest.main`` (``--part``; ``-x`` stops at
-the first failure, which is enough to show that points are lost), swap the reference back.
+the first failure, which is enough to show that points are lost; ``--part`` runs only the
+mistakes of those parts), swap the reference back.
 Each result says whether a test caught the mistake with an assertion (rather than, say, a
 TypeError from a wrong answer that no longer fits the code).
 One process for all of them: Python, NumPy, Numba and the compiled functions load once.
@@ -32,8 +33,12 @@ from minissd.assignments.scoring import score_parts, test_files  # noqa: E402
 
 
 def _resolve(spec):
+    """The object "module:name" or "module:Class.method" names."""
     module, _, name = spec.partition(":")
-    return getattr(importlib.import_module(module), name)
+    obj = importlib.import_module(module)
+    for attr in name.split("."):
+        obj = getattr(obj, attr)
+    return obj
 
 
 def _holders(obj):
@@ -53,6 +58,14 @@ def swapped(target, wrong):
     if list(inspect.signature(original).parameters) != list(inspect.signature(replacement).parameters):
         raise TypeError(f"{wrong} no longer takes the arguments of {target} "
                         f"{inspect.signature(original)}: update the wrong answer")
+    if "." in target.partition(":")[2]:  # a method: it lives on its class, not in a module
+        owner, method = _resolve(target.rpartition(".")[0]), target.rpartition(".")[2]
+        setattr(owner, method, replacement)
+        try:
+            yield
+        finally:
+            setattr(owner, method, original)
+        return
     for namespace, key in list(_holders(original)):
         namespace[key] = replacement
     try:
@@ -74,8 +87,11 @@ class _Outcomes:
 
 def main(argv):
     parts = {part.name: part for part in PARTS}
+    only = argv[argv.index("--part") + 1].split(",") if "--part" in argv else None
     results = []
     for part_name, target, wrong in MISTAKES:
+        if only and part_name not in only:
+            continue
         part, recorder = parts[part_name], _Outcomes()
         args = [*test_files(part), "--part", part_name, "-q", "-p", "no:cacheprovider",
                 "--no-points", *(["-x"] if "-x" in argv else [])]
