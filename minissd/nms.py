@@ -10,8 +10,26 @@ softmax the class logits, then per class keep the boxes above the threshold, cap
 import numpy as np
 from numba import njit
 
-from .boxes import VARIANCES, _as_boxes, _box_iou_cpu, _check_priors, _check_variances, _decode_rows
+from .boxes import VARIANCES, _as_boxes, _check_priors, _check_variances, _decode_rows
 from .loss import _log_sum_exp
+
+
+def _box_iou(ax0, ay0, ax1, ay1, bx0, by0, bx1, by1):
+    """IoU of two corner-form boxes, as plain scalars (compiled for the CPU here and for the
+    GPU in minissd.cuda.boxes, whose IoU, matching and NMS kernels call it).
+
+    NMS's own: ``boxes._iou_matrix`` writes the same formula inline, because it is chapter 1's
+    graded region and ``_suppress`` (compiled) must work while that region is blank.
+    Boxes apart (or touching) give 0; two empty boxes (union 0) also give 0.
+    """
+    iw = min(ax1, bx1) - max(ax0, bx0)  # overlap width, negative if the boxes are apart
+    ih = min(ay1, by1) - max(ay0, by0)
+    inter = max(iw, 0.0) * max(ih, 0.0)
+    union = (ax1 - ax0) * (ay1 - ay0) + (bx1 - bx0) * (by1 - by0) - inter
+    return inter / union if union > 0.0 else 0.0
+
+
+_box_iou_cpu = njit(cache=True)(_box_iou)
 
 
 @njit(cache=True, nogil=True)

@@ -195,7 +195,7 @@ def default_boxes(config=SSD300_VOC):
     """
     if not isinstance(config, PriorConfig):
         raise ValueError(f"config: expected a PriorConfig, got {type(config).__name__}")
-    # [assignment default_boxes] Per map, row i, column j: centre ((j+0.5)*step, (i+0.5)*step)/image_size; boxes: s_k, sqrt(s_k*s_k+1), then (s_k*sqrt(a), s_k/sqrt(a)) and its transpose.
+    # [assignment default_boxes] Per map, row i, column j: centre ((j+0.5)*step, (i+0.5)*step)/image_size; boxes: s_k, s'_k = sqrt(s_k * s_{k+1}) (s_{k+1} = max_size / image_size), then (s_k*sqrt(a), s_k/sqrt(a)) and its transpose.
     boxes = []
     for k, f in enumerate(config.feature_maps):
         s_k = config.min_sizes[k] / config.image_size

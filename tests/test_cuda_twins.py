@@ -54,4 +54,4 @@ def test_cuda_every_kernel_is_in_the_table():
 def test_cuda_twins_table_is_markdown():
     table = markdown().splitlines()
     assert table[0].startswith("| GPU twin") and len(table) == len(TWINS) + 2
-    assert "| `boxes._box_iou_gpu` | `boxes._box_iou` | scalar |" in markdown()
+    assert "| `boxes._box_iou_gpu` | `nms._box_iou` | scalar |" in markdown()

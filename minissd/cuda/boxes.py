@@ -4,8 +4,8 @@ Conventions are those of ``minissd.boxes`` (corner form for boxes, centre form f
 variances (0.1, 0.2)). Each kernel is its CPU twin with the loops handed to the threads:
 
 - ``_iou_matrix_kernel`` <- ``boxes._iou_matrix``: the two loops over (i, j) become a 2-D
-  grid, and the scalar IoU is the very same Python function, ``boxes._box_iou``, compiled a
-  second time, for the GPU;
+  grid; the IoU of a pair is the scalar ``nms._box_iou`` compiled for the GPU (the CPU loop
+  writes the same formula inline: it is a graded region, which no compiled code may call);
 - ``_encode_rows_kernel`` <- ``boxes._encode_rows``, ``_decode_rows_kernel`` <-
   ``boxes._decode_rows``: the CPU row loops themselves, compiled for the GPU, each thread
   running them on its rows of the grid-stride loop one row at a time.
@@ -19,12 +19,13 @@ without a copy, which is how a training step stays on the GPU.
 import numpy as np
 
 from minissd import boxes as cpu
-from minissd.boxes import VARIANCES, _box_iou
+from minissd.boxes import VARIANCES
+from minissd.nms import _box_iou
 from minissd.cuda import blocks_for, is_device_array, launch_1d, require, on_device, on_host
 
 cuda = require()
 
-_box_iou_gpu = cuda.jit(device=True)(_box_iou)  # the CPU's scalar IoU, compiled for the GPU
+_box_iou_gpu = cuda.jit(device=True)(_box_iou)  # NMS's scalar IoU on the CPU, compiled for the GPU
 
 TILE_2D = (32, 8)  # threads per block of the 2-D kernels: x (32, one warp) runs along columns
 

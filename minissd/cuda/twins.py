@@ -23,11 +23,12 @@ the algorithm differs (empty: the same loop body, the loop over items handed to 
 
 TWINS = [
     # ---- boxes ---------------------------------------------------------------------------
-    ("cuda.boxes._box_iou_gpu", "boxes._box_iou", "scalar", ""),
+    ("cuda.boxes._box_iou_gpu", "nms._box_iou", "scalar", ""),
     ("cuda.boxes._encode_rows_gpu", "boxes._encode_rows", "scalar",
      "the CPU's row loop, compiled for the GPU; each thread runs it on one row at a time"),
     ("cuda.boxes._decode_rows_gpu", "boxes._decode_rows", "scalar", "the same"),
-    ("cuda.boxes._iou_matrix_kernel", "boxes._iou_matrix", "kernel", "the (i, j) loops become a 2-D grid"),
+    ("cuda.boxes._iou_matrix_kernel", "boxes._iou_matrix", "kernel",
+     "the (i, j) loops become a 2-D grid; the pair's IoU is `nms._box_iou`, which the CPU loop writes inline"),
     ("cuda.boxes._encode_rows_kernel", "boxes._encode_rows", "kernel", "a batch is one launch (row p reads prior p % P)"),
     ("cuda.boxes._decode_rows_kernel", "boxes._decode_rows", "kernel", "a batch is one launch (row p reads prior p % P)"),
     ("cuda.boxes.iou", "boxes.iou", "driver", ""),

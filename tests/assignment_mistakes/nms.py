@@ -1,6 +1,6 @@
 """Wrong NMS (replacement for minissd.nms._suppress, same arguments)."""
 
-from minissd.boxes import _box_iou
+from minissd.nms import _box_iou
 
 
 def suppress_with_greater_or_equal(boxes, order, iou_threshold, keep):
