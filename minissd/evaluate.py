@@ -91,14 +91,54 @@ def _check_inputs(detections, ground_truths, num_classes):
     return dets, gts
 
 
+def voc_tp_fp(scores, images, overlaps, difficult, iou_threshold=0.5):
+    """True and false positives of one class's detections, ranked, by the VOC devkit's rules.
+
+    - scores: (D,) float, the class's detections over all images;
+    - images: (D,) int, the image of each detection (an index into ``difficult``);
+    - overlaps: D arrays, ``overlaps[k]`` (G_i,) float: the IoU of detection k with each
+      object of the class in its image ``i = images[k]`` (empty when the image has none);
+    - difficult: one (G_i,) bool array per image: which of its objects are difficult;
+    - iou_threshold: a detection must overlap its object by IoU >= this (0.5).
+    - returns: tp (D,) bool, fp (D,) bool, entry r for the r-th detection by decreasing score
+      (ties: lower k first). A detection takes the object of its image it overlaps most (the
+      first on equal IoU): a true positive if IoU >= threshold and no higher-ranked detection
+      took that object; a false positive if the IoU is lower or the object was taken; neither
+      (tp = fp = False) if that object is difficult.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    images = np.asarray(images, dtype=np.int64)
+    if images.shape != scores.shape or scores.ndim != 1 or len(overlaps) != len(scores):
+        raise ValueError(f"scores, images, overlaps: expected D of each, got {scores.shape}, "
+                         f"{images.shape} and {len(overlaps)}")
+    overlaps = [np.asarray(o, dtype=np.float64) for o in overlaps]
+    difficult = [np.asarray(d, dtype=bool) for d in difficult]
+    # [assignment voc_tp_fp] Rank by decreasing score (stable); each detection takes the object of its image with the highest IoU: >= threshold and difficult: neither; >= threshold and not yet taken: TP (now taken); taken already or below the threshold (or no object): FP.
+    tp = np.zeros(len(scores), dtype=bool)
+    fp = np.zeros(len(scores), dtype=bool)
+    taken = [np.zeros(len(d), dtype=bool) for d in difficult]  # object already detected?
+    for r, k in enumerate(np.argsort(-scores, kind="stable")):  # best first; ties: lower k
+        i, o = images[k], overlaps[k]
+        j = int(np.argmax(o)) if o.size else -1
+        if j >= 0 and o[j] >= iou_threshold:
+            if difficult[i][j]:
+                continue  # a difficult object: neither right nor wrong
+            tp[r], fp[r] = not taken[i][j], taken[i][j]
+            taken[i][j] = True
+        else:
+            fp[r] = True
+    return tp, fp
+    # [/assignment]
+
+
 def _evaluate_class(dets, gts, label, iou_threshold):
     """recall (D,), precision (D,), number of non-difficult objects: checked inputs, one class."""
     scores, images, rows = [], [], []  # one entry per detection of this class
-    gt_difficult = []
+    difficult = []
     num_objects = 0
     for i, ((db, dl, ds), (gb, gl, gd)) in enumerate(zip(dets, gts)):
         mine = gl == label
-        gt_difficult.append(gd[mine])
+        difficult.append(gd[mine])
         num_objects += int(np.sum(~gd[mine]))
         d = np.flatnonzero(dl == label)
         if d.size:
@@ -106,21 +146,9 @@ def _evaluate_class(dets, gts, label, iou_threshold):
             scores.extend(ds[d])
             images.extend([i] * d.size)
             rows.extend(overlaps)
-    taken = [np.zeros(len(x), dtype=bool) for x in gt_difficult]  # object already detected?
-    tp, fp = [], []
-    for k in np.argsort(-np.asarray(scores), kind="stable"):  # best first; ties: image order
-        i, overlaps = images[k], rows[k]
-        j = int(np.argmax(overlaps)) if overlaps.size else -1
-        if j >= 0 and overlaps[j] >= iou_threshold:
-            if gt_difficult[i][j]:
-                continue  # a difficult object: neither right nor wrong
-            hit = not taken[i][j]
-            taken[i][j] = True
-        else:
-            hit = False
-        tp.append(hit)
-        fp.append(not hit)
-    tp, fp = np.cumsum(tp, dtype=np.float64), np.cumsum(fp, dtype=np.float64)
+    tp, fp = voc_tp_fp(scores, images, rows, difficult, iou_threshold)  # (D,), by rank
+    counted = tp | fp  # detections on difficult objects leave the curve
+    tp, fp = np.cumsum(tp[counted], dtype=np.float64), np.cumsum(fp[counted], dtype=np.float64)
     recall = tp / num_objects if num_objects else np.zeros_like(tp)
     precision = tp / np.maximum(tp + fp, 1.0)
     return recall, precision, num_objects

@@ -104,7 +104,8 @@ def detect(loc, conf, priors, conf_threshold=0.01, nms_threshold=0.45, top_k=200
       NMS is quadratic.
     - variances: (0.1, 0.2).
     - returns: a list of B tuples (boxes (K, 4) float32 corner form clipped to [0, 1],
-      labels (K,) int64 in 1..C, scores (K,) float32), sorted by decreasing score, K <= top_k.
+      labels (K,) int64 in 1..C, scores (K,) float32), sorted by decreasing score, K <= top_k:
+      ``per_class_nms`` of each image's decoded boxes and softmax.
     """
     loc, conf = np.asarray(loc), np.asarray(conf)
     if conf.ndim != 3 or conf.shape[2] < 2 or conf.dtype.kind != "f":
@@ -130,24 +131,42 @@ def detect(loc, conf, priors, conf_threshold=0.01, nms_threshold=0.45, top_k=200
         boxes = np.empty((P, 4), dtype=np.float32)
         _decode_rows(np.ascontiguousarray(loc[b], dtype=np.float32), priors, v0, v1, boxes)
         np.clip(boxes, 0.0, 1.0, out=boxes)  # (P, 4) corner form inside the image
-        probs = np.ascontiguousarray(np.exp(conf[b] - lse[b][:, None]).T)  # (C+1, P) softmax, a row per class
-        out_boxes, out_labels, out_scores = [], [], []
-        for c in range(1, K):
-            scores = probs[c]  # (P,)
-            cand = np.flatnonzero(scores > conf_threshold)  # (n,)
-            if cand.size > max_per_class:  # the best max_per_class, found without a full sort
-                best = np.argpartition(-scores[cand], max_per_class - 1)[:max_per_class]
-                cand = np.sort(cand[best])  # back in prior order, so equal scores stay deterministic
-            if cand.size == 0:
-                continue
-            kept = cand[_nms(boxes[cand], scores[cand], nms_threshold)]  # (k,) by decreasing score
-            out_boxes.append(boxes[kept])
-            out_labels.append(np.full(kept.size, c, dtype=np.int64))
-            out_scores.append(scores[kept])
-        if out_boxes:
-            boxes_b, labels_b, scores_b = (np.concatenate(x) for x in (out_boxes, out_labels, out_scores))
-            best = np.argsort(-scores_b, kind="stable")[:top_k]  # ties: lower class first
-            results.append((boxes_b[best], labels_b[best], scores_b[best]))
-        else:
-            results.append((np.zeros((0, 4), np.float32), np.zeros(0, np.int64), np.zeros(0, np.float32)))
+        probs = np.exp(conf[b] - lse[b][:, None])  # (P, C+1) softmax
+        results.append(per_class_nms(boxes, probs, conf_threshold, nms_threshold, top_k, max_per_class))
     return results
+
+
+def per_class_nms(boxes, scores, conf_threshold=0.01, nms_threshold=0.45, top_k=200, max_per_class=200):
+    """One image's detections from its decoded boxes and class scores (``detect`` per image).
+
+    - boxes: (P, 4) float32 corner form, one box per default box (decoded, clipped);
+    - scores: (P, C+1) float32 class probabilities, column 0 = background (never detected);
+    - conf_threshold: a class score must be > this to be considered (0.01);
+    - nms_threshold: IoU above which NMS drops the lower-scored box of a class (0.45);
+    - top_k: detections kept over all classes (200); max_per_class: per class, only the
+      ``max_per_class`` best-scored boxes above the threshold enter NMS (200).
+    - returns: (boxes (K, 4) float32, labels (K,) int64 in 1..C, scores (K,) float32), sorted
+      by decreasing score (ties: lower class first, then NMS's order), K <= top_k.
+    Each class is suppressed on its own: a box that NMS drops in one class may be kept in
+    another.
+    """
+    # [assignment per_class_nms] Per class c >= 1: candidates = boxes scoring > conf_threshold, only the max_per_class best; keep = candidates[_nms(their boxes, their scores, nms_threshold)]; then the top_k best of all classes (stable sort: ties lower class first).
+    out_boxes, out_labels, out_scores = [], [], []
+    for c in range(1, scores.shape[1]):
+        class_scores = scores[:, c]  # (P,)
+        cand = np.flatnonzero(class_scores > conf_threshold)  # (n,)
+        if cand.size > max_per_class:  # the best max_per_class, found without a full sort
+            best = np.argpartition(-class_scores[cand], max_per_class - 1)[:max_per_class]
+            cand = np.sort(cand[best])  # back in prior order, so equal scores stay deterministic
+        if cand.size == 0:
+            continue
+        kept = cand[_nms(boxes[cand], class_scores[cand], nms_threshold)]  # (k,) by decreasing score
+        out_boxes.append(boxes[kept])
+        out_labels.append(np.full(kept.size, c, dtype=np.int64))
+        out_scores.append(class_scores[kept])
+    if not out_boxes:
+        return np.zeros((0, 4), np.float32), np.zeros(0, np.int64), np.zeros(0, np.float32)
+    boxes, labels, scores = (np.concatenate(x) for x in (out_boxes, out_labels, out_scores))
+    best = np.argsort(-scores, kind="stable")[:top_k]  # ties: lower class first
+    return boxes[best], labels[best], scores[best]
+    # [/assignment]

@@ -101,6 +101,24 @@ def nms(boxes, scores, iou_threshold):
             keep.append(i)
     return np.array(keep, dtype=np.int64)
 
+
+@recorded
+def per_class_nms(boxes, scores, conf_threshold=0.01, nms_threshold=0.45, top_k=200, max_per_class=200):
+    """One image's detections, class by class as ssd.pytorch's Detect does: per class c >= 1
+    the boxes scoring > conf_threshold, the max_per_class best, greedy NMS; then the top_k
+    best over all classes (ties: lower class first, then NMS's order)."""
+    found = []  # (-score, class, rank in its class, box index)
+    for c in range(1, scores.shape[1]):
+        cand = [p for p in range(len(boxes)) if scores[p, c] > conf_threshold]
+        cand = sorted(cand, key=lambda p: (-scores[p, c], p))[:max_per_class]
+        kept = [cand[k] for k in nms(boxes[cand], scores[cand, c], nms_threshold)]
+        found += [(-float(scores[p, c]), c, rank, p) for rank, p in enumerate(kept)]
+    found = sorted(found)[:top_k]
+    picks = np.array([p for *_, p in found], dtype=np.int64)
+    return (np.asarray(boxes, dtype=np.float32)[picks].reshape(-1, 4),
+            np.array([c for _, c, _, _ in found], dtype=np.int64),
+            np.array([-s for s, *_ in found], dtype=np.float32))
+
 # ---- layers (nn) ---------------------------------------------------------------------------
 
 
@@ -162,6 +180,37 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False):
     return out
 
 # ---- evaluation (AP) -----------------------------------------------------------------------
+
+
+@recorded
+def voc_tp_fp(scores, images, overlaps, difficult, iou_threshold=0.5):
+    """The devkit's loop over ranked detections (VOCevaldet.m): tp, fp per rank.
+
+    scores (D,), images (D,), overlaps[k]: IoU of detection k with each object of the class in
+    its image, difficult[i]: those objects' flags. The best object (the first on equal IoU)
+    decides: over the threshold and difficult: neither; not yet detected: tp; else fp.
+    """
+    ranked = sorted(range(len(scores)), key=lambda k: (-float(scores[k]), k))
+    detected = [[False] * len(d) for d in difficult]
+    tp, fp = [], []
+    for k in ranked:
+        i = int(images[k])
+        ovmax, jmax = -math.inf, -1
+        for j, o in enumerate(overlaps[k]):
+            if float(o) > ovmax:
+                ovmax, jmax = float(o), j
+        t = f = False
+        if ovmax >= iou_threshold:
+            if not difficult[i][jmax]:
+                if not detected[i][jmax]:
+                    t = detected[i][jmax] = True
+                else:
+                    f = True  # multiple detection
+        else:
+            f = True
+        tp.append(t)
+        fp.append(f)
+    return np.array(tp, dtype=bool), np.array(fp, dtype=bool)
 
 
 @recorded

@@ -54,6 +54,186 @@ def test_voc_ap_extremes():
     assert E.voc_ap([0.5], [1.0], use_07_metric=False) == pytest.approx(0.5)
 
 
+def test_voc_ap_area_takes_the_envelope():
+    # 3 objects, ranked: hit, miss, miss, hit, hit
+    #   precision 1, 1/2, 1/3, 2/4, 3/5   recall 1/3, 1/3, 1/3, 2/3, 1
+    # area: recall moves at ranks 1, 4, 5; the envelope there is 1, max(1/2, 3/5) = 3/5, 3/5:
+    #   (1 + 3/5 + 3/5) / 3 = 2.2 / 3 = 0.7333 (the raw precision would give (1 + 1/2 + 3/5) / 3 = 0.7)
+    # 11-point: t = 0 .. 0.3: 1 (4 points); t = 0.4 .. 1: the best precision at recall >= t is
+    #   3/5 (7 points; the first point past t would give 1/2 at t = 0.4 .. 0.6):
+    #   (4 + 7 * 3/5) / 11 = 8.2 / 11 = 0.745454...
+    recall = np.array([1, 1, 1, 2, 3]) / 3
+    precision = np.array([1, 1 / 2, 1 / 3, 2 / 4, 3 / 5])
+    assert E.voc_ap(recall, precision, use_07_metric=False) == pytest.approx(2.2 / 3, abs=1e-12)
+    assert E.voc_ap(recall, precision) == pytest.approx(8.2 / 11, abs=1e-12)
+    # a miss ranked first: precision 0, 1/2, 2/3 at recall 0, 1/2, 1 (2 objects): the envelope
+    # is 2/3 everywhere, so both AP are 2/3 (raw area: 1/2 * 1/2 + 1/2 * 2/3 = 0.5833)
+    recall, precision = np.array([0, 1, 2]) / 2, np.array([0, 1 / 2, 2 / 3])
+    assert E.voc_ap(recall, precision, use_07_metric=False) == pytest.approx(2 / 3, abs=1e-12)
+    assert E.voc_ap(recall, precision) == pytest.approx(2 / 3, abs=1e-12)
+
+
+def cell(k):
+    """Box number k of a row of boxes that never overlap one another."""
+    return [0.1 * (k % 10), 0.1 * (k // 10), 0.1 * (k % 10) + 0.08, 0.1 * (k // 10) + 0.08]
+
+
+@pytest.mark.parametrize("use_07", [True, False])
+def test_voc_ap_matches_naive_devkit_on_random_rankings(rng, use_07):
+    # A ranking of hits and misses, built as detections the devkit oracle scores: a hit is a
+    # detection on a new object's own box, a miss a box far from every object; some objects
+    # are never found. The curve is computed here from the ranking, so only voc_ap is graded.
+    for _ in range(8):
+        hits = rng.random(rng.integers(1, 25)) < rng.uniform(0.2, 0.9)  # (D,) by rank
+        G = int(hits.sum()) + int(rng.integers(0, 4))
+        if G == 0:
+            continue
+        objects = [cell(k) for k in range(G)]
+        boxes = [cell(k) if hit else cell(50 + r) for r, (k, hit) in enumerate(zip(np.cumsum(hits) - 1, hits))]
+        scores = np.linspace(1.0, 0.1, len(hits))  # decreasing: the ranking as built
+        tp = np.cumsum(hits)
+        recall, precision = tp / G, tp / np.arange(1, len(hits) + 1)
+        expected = naive.average_precision([det(boxes, [CAT] * len(boxes), scores)], [gt(objects, [CAT] * G)],
+                                           CAT, use_07_metric=use_07)
+        assert E.voc_ap(recall, precision, use_07_metric=use_07) == pytest.approx(expected, abs=1e-12)
+
+
+# ---- true and false positives (the devkit's rules), on given overlaps ----------------------------
+#
+# voc_tp_fp takes the IoU of each detection with its image's objects as input, so these tests
+# grade the assignment of detections to objects alone, not the IoU of chapter 1.
+
+def tp_fp(scores, images, overlaps, difficult, threshold=0.5):
+    tp, fp = E.voc_tp_fp(np.array(scores, dtype=float), np.array(images, dtype=np.int64),
+                         [np.array(o, dtype=float) for o in overlaps],
+                         [np.array(d, dtype=bool) for d in difficult], threshold)
+    assert tp.dtype == bool and fp.dtype == bool and tp.shape == fp.shape == (len(scores),)
+    return tp.tolist(), fp.tolist()
+
+
+def test_tp_fp_worked_example():
+    # one image, three cats: 0, 1 (difficult), 2. Detections (score: IoU with cats 0, 1, 2):
+    #   k0 0.6: 0.7 0.1 0  -> rank 3: best cat 0, taken by k1: FP (a duplicate)
+    #   k1 0.9: 0.8 0 0.2  -> rank 0: best cat 0, 0.8 >= 0.5, free: TP
+    #   k2 0.3: 0 0 0.4    -> rank 4: best cat 2 at 0.4 < 0.5: FP
+    #   k3 0.8: 0.1 0.9 0  -> rank 1: best cat 1, difficult: neither
+    #   k4 0.7: 0.6 0 0.75 -> rank 2: best cat 2 (not cat 0, the first over 0.5): TP
+    scores = [0.6, 0.9, 0.3, 0.8, 0.7]
+    overlaps = [[0.7, 0.1, 0], [0.8, 0, 0.2], [0, 0, 0.4], [0.1, 0.9, 0], [0.6, 0, 0.75]]
+    tp, fp = tp_fp(scores, [0] * 5, overlaps, [[False, True, False]])
+    assert tp == [True, False, True, False, False]
+    assert fp == [False, False, False, True, True]
+
+
+def test_tp_fp_duplicates_are_false_positives():
+    # one cat, two detections: the higher score is the hit, even when the other overlaps more
+    tp, fp = tp_fp([0.5, 0.8], [0, 0], [[0.95], [0.6]], [[False]])
+    assert tp == [True, False] and fp == [False, True]
+    # ranked k1 (0.9, IoU 0.3: a miss), k2 (0.4: the hit), k0 (0.2: a duplicate)
+    tp, fp = tp_fp([0.2, 0.9, 0.4], [0, 0, 0], [[0.7], [0.3], [0.8]], [[False]])
+    assert tp == [False, True, False] and fp == [True, False, True]
+
+
+def test_tp_fp_takes_the_best_object_not_the_first():
+    # two cats; k1 overlaps both over 0.5 and takes cat 1 (0.8), leaving cat 0 to k0
+    tp, fp = tp_fp([0.8, 0.9], [0, 0], [[0.9, 0.3], [0.55, 0.8]], [[False, False]])
+    assert tp == [True, True] and fp == [False, False]
+
+
+def test_tp_fp_a_taken_best_object_is_not_replaced():
+    # k1 (0.9) takes cat 0; k0's best is cat 0 too: a duplicate, a false positive, even
+    # though it overlaps the free cat 1 by 0.6 (the devkit gives no second choice)
+    tp, fp = tp_fp([0.8, 0.9], [0, 0], [[0.7, 0.6], [0.9, 0.6]], [[False, False]])
+    assert tp == [True, False] and fp == [False, True]
+
+
+def test_tp_fp_difficult_objects_are_neither():
+    # cat 0 difficult, cat 1 not. Ranked: k2 0.9 on cat 0: neither; k0 0.8 on cat 0 again:
+    # neither (not a duplicate); k3 0.7 on cat 1: TP; k1 0.6 below 0.5 near cat 0: FP
+    overlaps = [[0.7, 0.0], [0.3, 0.2], [0.8, 0.0], [0.0, 0.9]]
+    tp, fp = tp_fp([0.8, 0.6, 0.9, 0.7], [0] * 4, overlaps, [[True, False]])
+    assert tp == [False, False, True, False] and fp == [False, False, False, True]
+    # only difficult cats: every detection on them is ignored, a miss is still wrong
+    tp, fp = tp_fp([0.5, 0.6, 0.7], [0] * 3, [[0.9, 0.1], [0.2, 0.6], [0.1, 0.2]], [[True, True]])
+    assert tp == [False, False, False] and fp == [True, False, False]
+
+
+def test_tp_fp_the_best_object_decides_even_if_difficult():
+    # k0's best cat is the difficult cat 0 (0.9), though it overlaps cat 1 by 0.6: ignored,
+    # as in the devkit; cat 1 is left to k1
+    tp, fp = tp_fp([0.9, 0.8], [0, 0], [[0.9, 0.6], [0.0, 0.7]], [[True, False]])
+    assert tp == [False, True] and fp == [False, False]
+
+
+def test_tp_fp_two_images():
+    # one cat in image 0, one in image 1, none in image 2; each image's cat 0 is its own
+    #   k0 0.5 image 0: 0.6  -> rank 4: image 0's cat taken by k2: FP
+    #   k1 0.8 image 1: 0.9  -> rank 2: image 1's cat, free: TP
+    #   k2 0.9 image 0: 0.8  -> rank 1: TP
+    #   k3 0.95 image 1: 0.0 -> rank 0: where image 0's cat is, in image 1: FP
+    #   k4 0.6 image 2: none -> rank 3: no cat at all: FP
+    scores, images = [0.5, 0.8, 0.9, 0.95, 0.6], [0, 1, 0, 1, 2]
+    overlaps = [[0.6], [0.9], [0.8], [0.0], []]
+    tp, fp = tp_fp(scores, images, overlaps, [[False], [False], []])
+    assert tp == [False, True, True, False, False] and fp == [True, False, False, True, True]
+    # image 1's cat difficult: k1 is ignored, image 0's are unchanged
+    tp, fp = tp_fp(scores, images, overlaps, [[False], [True], []])
+    assert tp == [False, True, False, False, False] and fp == [True, False, False, True, True]
+
+
+def test_tp_fp_threshold_is_inclusive():
+    assert tp_fp([0.9], [0], [[0.5]], [[False]]) == ([True], [False])  # IoU 0.5 counts
+    assert tp_fp([0.9], [0], [[0.7]], [[False]], threshold=0.75) == ([False], [True])
+    assert tp_fp([0.9], [0], [[0.75]], [[False]], threshold=0.75) == ([True], [False])
+
+
+def test_tp_fp_equal_scores_keep_the_given_order():
+    # equal scores rank in the order given (the devkit's stable sort): k0, then k1
+    tp, fp = tp_fp([0.5, 0.5], [0, 0], [[0.6, 0.0], [0.0, 0.3]], [[False, False]])
+    assert tp == [True, False] and fp == [False, True]
+    tp, fp = tp_fp([0.5, 0.5, 0.5], [0, 0, 0], [[0.0, 0.3], [0.6, 0.0], [0.0, 0.8]], [[False, False]])
+    assert tp == [False, True, True] and fp == [True, False, False]
+
+
+def random_overlaps(rng, n_images=5):
+    """Random detections of one class: scores with ties, per-image objects, some difficult."""
+    difficult = [rng.random(rng.integers(0, 5)) < 0.25 for _ in range(n_images)]
+    D = int(rng.integers(0, 30))
+    images = rng.integers(0, n_images, D)
+    overlaps = [rng.random(len(difficult[i])) ** 2 * 0.95 + 0.05 * (rng.random() < 0.5) for i in images]
+    scores = rng.random(D).round(1)  # many ties
+    return scores, images, overlaps, difficult
+
+
+def test_tp_fp_matches_the_devkit_on_random_detections(rng):
+    for _ in range(25):
+        scores, images, overlaps, difficult = random_overlaps(rng)
+        tp, fp = E.voc_tp_fp(scores, images, overlaps, difficult)
+        want_tp, want_fp = naive.voc_tp_fp(scores, images, overlaps, difficult)
+        np.testing.assert_array_equal(tp, want_tp)
+        np.testing.assert_array_equal(fp, want_fp)
+
+
+def test_tp_fp_properties(rng):
+    for _ in range(25):
+        scores, images, overlaps, difficult = random_overlaps(rng)
+        scores = rng.permutation(len(scores)) / max(len(scores), 1)  # distinct: one ranking
+        tp, fp = E.voc_tp_fp(scores, images, overlaps, difficult)
+        assert not np.any(tp & fp)
+        assert tp.sum() <= sum(int(np.sum(~d)) for d in difficult)  # an object is found once
+        # the ranking depends on the scores, not on the order the detections come in
+        p = rng.permutation(len(scores))
+        tp2, fp2 = E.voc_tp_fp(scores[p], images[p], [overlaps[k] for k in p], difficult)
+        np.testing.assert_array_equal(tp2, tp)
+        np.testing.assert_array_equal(fp2, fp)
+        # a stricter threshold finds no more objects; what lands on difficult ones stays out
+        tp3, fp3 = E.voc_tp_fp(scores, images, overlaps, difficult, iou_threshold=0.7)
+        assert tp3.sum() <= tp.sum()
+        assert (~(tp3 | fp3)).sum() <= (~(tp | fp)).sum()
+
+
+# ---- whole classes (use the IoU of chapter 1 too) ------------------------------------------------
+
 def test_perfect_and_all_wrong():
     truths = [gt([A, B], [CAT, DOG]), gt([C], [CAT])]
     perfect = [det([A, B], [CAT, DOG], [0.9, 0.8]), det([C], [CAT], [0.7])]

@@ -50,6 +50,149 @@ def test_nms_bad_input():
         nms(np.array([[0.5, 0, 0.4, 1]]), np.zeros(1), 0.5)
 
 
+# ---- per-class NMS: thresholds, classes, top-k around a given NMS -------------------------------
+#
+# These tests grade the loop of per_class_nms around NMS, not NMS itself: nms._nms is replaced
+# by a stand-in that is exact when any two boxes are either the same box or apart (IoU 1 or 0),
+# which every box of these tests is. So they pass with a correct loop whatever _suppress does.
+
+def cell(k):
+    """Box number k of a grid of boxes that never overlap one another (corner form)."""
+    return [0.1 * (k % 10), 0.1 * (k // 10), 0.1 * (k % 10) + 0.08, 0.1 * (k // 10) + 0.08]
+
+
+@pytest.fixture
+def nms_calls(monkeypatch):
+    """nms._nms replaced by the stand-in; returns the list of (scores, iou_threshold) it saw."""
+    calls = []
+
+    def nms_of_equal_or_apart_boxes(boxes, scores, iou_threshold):
+        """Indices kept, best first (ties: lower index): of each set of equal boxes only the best
+        (their IoU 1 is > any threshold below 1); boxes apart (IoU 0) never suppress."""
+        calls.append((np.array(scores), iou_threshold))
+        order = np.argsort(-np.asarray(scores), kind="stable")
+        if iou_threshold >= 1.0:
+            return order
+        _, first = np.unique(np.asarray(boxes)[order], axis=0, return_index=True)
+        return order[np.sort(first)]
+
+    monkeypatch.setattr(N, "_nms", nms_of_equal_or_apart_boxes)
+    return calls
+
+
+def per_class(boxes, scores, **kwargs):
+    out_boxes, labels, out_scores = N.per_class_nms(np.array(boxes, dtype=np.float32),
+                                                    np.array(scores, dtype=np.float32), **kwargs)
+    assert out_boxes.dtype == np.float32 and labels.dtype == np.int64 and out_scores.dtype == np.float32
+    assert out_boxes.shape == (len(labels), 4) and out_scores.shape == (len(labels),)
+    return out_boxes, labels.tolist(), out_scores.tolist()
+
+
+# 6 default boxes, background + 2 classes; priors 0 and 1 decoded to the same box.
+#   prior  box      background  class 1  class 2
+WORKED_BOXES = [cell(0), cell(0), cell(1), cell(2), cell(3), cell(4)]
+WORKED_SCORES = [
+    [0.0625, 0.875, 0.0625],   # 0
+    [0.125, 0.5, 0.375],       # 1: the box of 0
+    [0.25, 0.125, 0.625],      # 2
+    [0.875, 0.125, 0.0],       # 3: background
+    [0.375, 0.3125, 0.3125],   # 4: equal scores in both classes
+    [1.0, 0.0, 0.0],           # 5: background
+]
+
+
+def test_per_class_nms_worked_example(nms_calls):
+    # threshold 0.25. class 1: 0.875 (prior 0), 0.5 (prior 1: the box of prior 0, suppressed),
+    # 0.3125 (prior 4). class 2: 0.625 (2), 0.375 (1: nothing of class 2 suppresses it),
+    # 0.3125 (4). Over all classes by score, equal scores lower class first.
+    boxes, labels, scores = per_class(WORKED_BOXES, WORKED_SCORES, conf_threshold=0.25)
+    assert scores == [0.875, 0.625, 0.375, 0.3125, 0.3125]
+    assert labels == [1, 2, 2, 1, 2]
+    np.testing.assert_array_equal(boxes, np.array([cell(0), cell(1), cell(0), cell(3), cell(3)], np.float32))
+    assert len(nms_calls) == 2 and all(t == 0.45 for _, t in nms_calls)  # once per class, the default 0.45
+
+
+def test_background_is_never_detected(nms_calls):
+    # background scores highest everywhere; classes still pass the threshold
+    scores = [[0.5, 0.25, 0.25], [0.75, 0.125, 0.125], [0.625, 0.0625, 0.3125]]
+    boxes, labels, out = per_class([cell(0), cell(1), cell(2)], scores, conf_threshold=0.1)
+    assert labels == [2, 1, 2, 1, 2] and out == [0.3125, 0.25, 0.25, 0.125, 0.125]
+    # only background above the threshold: nothing, as empty arrays of the right shapes
+    boxes, labels, out = per_class([cell(0), cell(1)], [[0.9, 0.05, 0.05], [1.0, 0.0, 0.0]], conf_threshold=0.1)
+    assert labels == [] and boxes.shape == (0, 4)
+
+
+def test_each_class_is_suppressed_on_its_own(nms_calls):
+    # prior 1 has the box of prior 0: class 1 suppresses it (0.5 under 0.875), class 2 keeps
+    # it (prior 0 scores below the threshold there); prior 2 carries the same box in two
+    # classes and is kept in both
+    boxes = [cell(0), cell(0), cell(5)]
+    scores = [[0.0625, 0.875, 0.0625], [0.125, 0.5, 0.375], [0.25, 0.375, 0.375]]
+    out_boxes, labels, out = per_class(boxes, scores, conf_threshold=0.25)
+    assert labels == [1, 1, 2, 2] and out == [0.875, 0.375, 0.375, 0.375]
+    np.testing.assert_array_equal(out_boxes, np.array([cell(0), cell(5), cell(0), cell(5)], np.float32))
+
+
+def test_score_threshold_is_strict(nms_calls):
+    # a class score must be > conf_threshold: 0.25 is out at 0.25, in at 0.125
+    scores = [[0.5, 0.25, 0.25], [0.25, 0.5, 0.25]]
+    _, labels, out = per_class([cell(0), cell(1)], scores, conf_threshold=0.25)
+    assert labels == [1] and out == [0.5]
+    _, labels, out = per_class([cell(0), cell(1)], scores, conf_threshold=0.125)
+    assert labels == [1, 1, 2, 2] and out == [0.5, 0.25, 0.25, 0.25]
+
+
+def test_max_per_class_caps_before_nms(nms_calls):
+    # class 1 scores 0.875 (box A), 0.5 (box A again), 0.3125 (box B). With max_per_class=2
+    # only the first two enter NMS, which keeps one of them: box B never had its chance
+    boxes = [cell(0), cell(0), cell(1)]
+    scores = [[0.125, 0.875, 0.0], [0.5, 0.5, 0.0], [0.6875, 0.3125, 0.0]]
+    _, labels, out = per_class(boxes, scores, conf_threshold=0.25, max_per_class=2)
+    assert out == [0.875] and len(nms_calls[0][0]) == 2
+    _, labels, out = per_class(boxes, scores, conf_threshold=0.25, max_per_class=3)
+    assert out == [0.875, 0.3125]
+
+
+def test_top_k_is_over_all_classes(nms_calls):
+    # the 3 best of 5 kept detections over both classes, not the 3 best of each class
+    _, labels, out = per_class(WORKED_BOXES, WORKED_SCORES, conf_threshold=0.25, top_k=3)
+    assert labels == [1, 2, 2] and out == [0.875, 0.625, 0.375]
+    _, labels, out = per_class(WORKED_BOXES, WORKED_SCORES, conf_threshold=0.25, top_k=1)
+    assert labels == [1] and out == [0.875]
+
+
+def test_equal_scores_lower_class_first(nms_calls):
+    # one box, the same score in classes 1, 2, 3; then two boxes equal within a class
+    _, labels, _ = per_class([cell(0)], [[0.25, 0.25, 0.25, 0.25]], conf_threshold=0.125)
+    assert labels == [1, 2, 3]
+    boxes, labels, _ = per_class([cell(0), cell(1)], [[0.5, 0.5], [0.5, 0.5]], conf_threshold=0.125)
+    np.testing.assert_array_equal(boxes, np.array([cell(0), cell(1)], np.float32))
+
+
+def test_nms_threshold_reaches_nms(nms_calls):
+    # at nms_threshold 1 nothing is suppressed: both copies of box A stay in class 1
+    _, labels, out = per_class(WORKED_BOXES, WORKED_SCORES, conf_threshold=0.25, nms_threshold=1.0)
+    assert labels == [1, 2, 1, 2, 1, 2] and out == [0.875, 0.625, 0.5, 0.375, 0.3125, 0.3125]
+    assert [t for _, t in nms_calls] == [1.0, 1.0]
+
+
+def test_per_class_nms_matches_naive(rng, nms_calls):
+    # 40 default boxes on 8 distinct boxes (many decode to the same one), 3 classes, softmax
+    # scores; small caps and top-k, so each rule has a say
+    for case in range(12):
+        boxes = np.array([cell(k) for k in rng.integers(0, 8, 40)], dtype=np.float32)
+        logits = rng.normal(0, 1.5, (40, 4))
+        scores = (np.exp(logits) / np.exp(logits).sum(1, keepdims=True)).astype(np.float32)
+        kwargs = dict(conf_threshold=float(rng.choice([0.05, 0.2, 0.3])), top_k=int(rng.choice([3, 8, 200])),
+                      max_per_class=int(rng.choice([2, 5, 200])))
+        got = N.per_class_nms(boxes, scores, **kwargs)
+        want = naive.per_class_nms(boxes, scores, **kwargs)
+        for g, w in zip(got, want):
+            np.testing.assert_array_equal(g, w)
+
+
+# ---- detect: decode, softmax, per-class NMS (uses chapter 1's decode and the NMS above) ------
+
 def test_detect_worked_example():
     # 4 priors, 2 classes. The network says: priors 0 and 1 (almost the same box) are a
     # class-1 object, prior 3 is class 2, prior 2 is background.
