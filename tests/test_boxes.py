@@ -27,6 +27,17 @@ def test_iou_known_boxes():
     np.testing.assert_allclose(iou(a[1:2], a[1:2]), [[1.0]])
 
 
+def test_iou_of_boxes_apart_is_zero():
+    # each overlap side is clamped at 0 on its own: apart in x only, in y only, in both
+    a = np.array([[0.0, 0.0, 0.2, 0.5]] * 3 + [[0.5, 0.5, 0.9, 0.9]])
+    b = np.array([[0.3, 0.1, 0.6, 0.4],    # x: 0.2 - 0.3 < 0, y: 0.3 > 0 -> 0, not negative
+                  [0.05, 0.6, 0.15, 0.9],  # y apart, x overlaps by 0.1 -> 0
+                  [0.4, 0.7, 0.8, 0.9],    # apart in both: (-0.2) * (-0.2) > 0 if unclamped -> 0
+                  [0.6, 0.6, 0.8, 1.0]])   # inside in x, 0.3 of 0.4 in y: 0.06 / (0.16 + 0.08 - 0.06)
+    np.testing.assert_allclose(np.diag(iou(a, b)), [0.0, 0.0, 0.0, 0.06 / 0.18], atol=1e-12)
+    assert np.all(iou(a, b) >= 0)
+
+
 def test_iou_matches_naive_and_is_symmetric_in_unit_range(rng):
     a, b = random_boxes(rng, 7), random_boxes(rng, 11)
     got = iou(a, b)
@@ -63,6 +74,17 @@ def test_encode_worked_example():
                                atol=1e-12)
     np.testing.assert_allclose(encode(box2, prior, variances=(1, 1)), [[0, -0.25, np.log(2), -np.log(2)]],
                                atol=1e-12)
+
+
+def test_decode_worked_example():
+    prior = np.array([[0.5, 0.5, 0.2, 0.4]])  # centre form
+    # centre 0.5 + 0.1 * 2.5 * 0.2 = 0.55, 0.5 + 0.1 * (-1) * 0.4 = 0.46;
+    # size 0.2 * exp(0.2 * log 2 / 0.2) = 0.4, 0.4 * exp(0) = 0.4
+    loc = np.array([[2.5, -1.0, np.log(2) / 0.2, 0.0]])
+    np.testing.assert_allclose(decode(loc, prior), [[0.35, 0.26, 0.75, 0.66]], atol=1e-12)
+    # the variances scale the offsets: (1, 1) reads them as plain fractions and logs
+    np.testing.assert_allclose(decode(np.array([[0.25, 0.0, np.log(0.5), 0.0]]), prior, variances=(1, 1)),
+                               [[0.5, 0.3, 0.6, 0.7]], atol=1e-12)
 
 
 def test_encode_decode_round_trip_and_naive(rng):

@@ -5,6 +5,7 @@ that after a crop or an expand the output itself tells where every pixel came fr
 """
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -26,6 +27,32 @@ def random_boxes(rng, n):
     a, b = rng.uniform(0, 1, (n, 2)), rng.uniform(0, 1, (n, 2))
     lo, hi = np.minimum(a, b), np.maximum(a, b) + 0.02
     return np.clip(np.concatenate([lo, hi], 1), 0, 1).astype(np.float32)
+
+
+REFERENCE = Path(__file__).parent / "fixtures" / "augment_reference.npz"  # tests/fixtures/make_fixtures.py
+SEEDS = 24
+
+
+def reference():
+    """The stored inputs and the reference's outputs for seeds 0..23 (make_fixtures.py)."""
+    with np.load(REFERENCE) as data:
+        return {k: data[k] for k in data.files}
+
+
+def seeds_that_differ(run, expected, close):
+    """The seeds whose output differs from the stored one: run(rng) -> outputs, compared by close."""
+    wrong = []
+    for seed in range(SEEDS):
+        rng = np.random.default_rng(seed)
+        got = run(rng) + (rng.random(),)  # the generator's next number: the draws made
+        if not all(close(g, e) for g, e in zip(got, expected(seed))):
+            wrong.append(seed)
+    return wrong
+
+
+def same(a, b, atol=1e-5):
+    a, b = np.asarray(a), np.asarray(b)
+    return a.shape == b.shape and np.allclose(a.astype(np.float64), b.astype(np.float64), atol=atol)
 
 
 def assert_valid(boxes):
@@ -124,6 +151,14 @@ def test_expand_keeps_boxes_on_the_same_pixels(rng):
             np.testing.assert_array_equal(out[n[1]:n[3], n[0]:n[2]], image[o[1]:o[3], o[0]:o[2]])
 
 
+def test_expand_equals_the_stored_reference_for_24_seeds():
+    ref = reference()
+    wrong = seeds_that_differ(
+        lambda rng: A.expand(ref["coords"], ref["boxes"], ref["labels"], rng, p=1.0)[:2],
+        lambda s: (ref[f"expand_{s}"], ref[f"expand_{s}_boxes"], ref[f"expand_{s}_next"]), same)
+    assert not wrong, f"expand differs from the reference for seeds {wrong} (the draws, in the docstring's order?)"
+
+
 def test_expand_fills_with_the_mean():
     image = np.zeros((10, 10, 3), np.uint8)
     rng = np.random.default_rng(1)
@@ -189,6 +224,15 @@ def test_crop_meets_its_min_iou(rng, min_iou, trials):
     assert hits > 10
 
 
+def test_crop_equals_the_stored_reference_for_24_seeds():
+    ref = reference()
+    wrong = seeds_that_differ(
+        lambda rng: A.random_iou_crop(ref["coords"], ref["boxes"], ref["labels"], rng),
+        lambda s: (ref[f"crop_{s}"], ref[f"crop_{s}_boxes"], ref[f"crop_{s}_labels"], ref[f"crop_{s}_next"]),
+        same)
+    assert not wrong, f"random_iou_crop differs from the reference for seeds {wrong}"
+
+
 def test_crop_iou_worked_example():
     # box (0,0)-(2,2) area 4, rect (1,1)-(3,3) area 4, overlap 1 -> IoU 1 / 7
     got = A._iou_with_rect(np.array([[0.0, 0, 2, 2]]), np.array([[1.0, 1, 3, 3]]))
@@ -224,6 +268,17 @@ def test_brightness_alone_adds_delta():
     d = delta.uniform(-32, 32)
     out, _, _ = A.photometric_distort(image, None, None, rng, contrast=(1, 1), saturation=(1, 1), hue=0, p=1.0)
     np.testing.assert_array_equal(out[0, 0], np.clip(np.round(np.array([10, 100, 250]) + d), 0, 255))
+
+
+def test_photometric_equals_the_stored_reference_for_24_seeds():
+    # the steps in the reference's order with the draws of the docstring; colours within 1
+    # (float rounding of the matrix products)
+    ref = reference()
+    wrong = seeds_that_differ(
+        lambda rng: A.photometric_distort(ref["colours"], ref["boxes"], ref["labels"], rng)[:1],
+        lambda s: (ref[f"photometric_{s}"], ref[f"photometric_{s}_next"]),
+        lambda g, e: same(g, e, atol=1.0))
+    assert not wrong, f"photometric_distort differs from the reference for seeds {wrong}"
 
 
 def test_grey_stays_grey_under_hue_and_saturation():

@@ -55,6 +55,17 @@ def test_mining_matches_naive(rng):
                                       naive.hard_negative_mining(bg_loss, conf_t, ratio))
 
 
+def test_mining_is_per_image():
+    # image 0: 1 positive, hard negatives (0.9 ...); image 1: 1 positive, easy ones (0.1 ...).
+    # Per image each keeps its own 3 hardest; one pool for the batch would take image 0's 6.
+    bg_loss = np.array([[5.0, 0.9, 0.8, 0.85, 0.7, 0.95, 0.75, 0.6],
+                        [5.0, 0.1, 0.3, 0.05, 0.2, 0.15, 0.25, 0.01]])
+    conf_t = np.array([[2, 0, 0, 0, 0, 0, 0, 0], [1, 0, 0, 0, 0, 0, 0, 0]])
+    mask = hard_negative_mining(bg_loss, conf_t)
+    np.testing.assert_array_equal(np.flatnonzero(mask[0]), [0, 1, 3, 5])
+    np.testing.assert_array_equal(np.flatnonzero(mask[1]), [0, 2, 4, 6])
+
+
 def test_mining_bad_input():
     with pytest.raises(ValueError, match="bg_loss"):
         hard_negative_mining(np.array([[np.nan, 1.0]]), np.array([[1, 0]]))
@@ -74,7 +85,17 @@ def random_batch(rng, B=2, P=12, C=3, dtype=np.float64):
     return loc_p, conf_p, loc_t, conf_t
 
 
-def test_multibox_loss_values_by_hand(rng):
+@pytest.fixture
+def given_mining(monkeypatch):
+    """Grade the loss on its own: the mask that ``multibox_loss`` mines comes from the oracle
+    (naive.hard_negative_mining, replayed in the student copy), not from the mining part."""
+    def mine_from_the_oracle(losses, labels, ratio, mask_out):
+        mask_out[:] = naive.hard_negative_mining(losses, labels, ratio)
+
+    monkeypatch.setattr(L, "_mine", mine_from_the_oracle)
+
+
+def test_multibox_loss_values_by_hand(given_mining, rng):
     loc_p, conf_p, loc_t, conf_t = random_batch(rng)
     loss_l, loss_c, dloc, dconf = multibox_loss(loc_p, conf_p, loc_t, conf_t)
     pos = conf_t > 0
@@ -88,7 +109,43 @@ def test_multibox_loss_values_by_hand(rng):
     assert dloc.shape == loc_p.shape and dconf.shape == conf_p.shape
 
 
-def test_multibox_loss_gradient_check(rng):
+def test_multibox_loss_gradients_by_hand(given_mining, rng):
+    loc_p, conf_p, loc_t, conf_t = random_batch(rng)
+    alpha = 0.7
+    _, _, dloc, dconf = multibox_loss(loc_p, conf_p, loc_t, conf_t, alpha=alpha)
+    pos = conf_t > 0
+    N = pos.sum()  # 5
+    # localisation: alpha / N * smooth-L1'(loc_p - loc_t) at the positives, 0 elsewhere
+    expected_dloc = np.zeros_like(loc_p)
+    expected_dloc[pos] = alpha / N * smooth_l1(loc_p[pos] - loc_t[pos])[1]
+    np.testing.assert_allclose(dloc, expected_dloc, rtol=1e-12, atol=1e-15)
+    # confidence: (softmax - onehot(label)) / N on the mined priors, 0 elsewhere
+    logp = conf_p - np.log(np.exp(conf_p).sum(-1, keepdims=True))
+    mask = naive.hard_negative_mining(-logp[..., 0], conf_t)
+    expected_dconf = np.exp(logp) - np.eye(conf_p.shape[2])[conf_t]
+    expected_dconf[~mask] = 0
+    np.testing.assert_allclose(dconf, expected_dconf / N, rtol=1e-10, atol=1e-15)
+
+
+def test_multibox_loss_divides_by_the_positives_of_the_whole_batch(given_mining, rng):
+    # N counts the positives of the whole batch: an image with no objects added to the batch,
+    # or more default boxes that are all background and easy, change neither loss
+    loc_p, conf_p, loc_t, conf_t = random_batch(rng)
+    ref = multibox_loss(loc_p, conf_p, loc_t, conf_t)
+    P, K = conf_p.shape[1:]
+    empty = (rng.standard_normal((1, P, 4)), rng.standard_normal((1, P, K)) * 2,
+             rng.standard_normal((1, P, 4)), np.zeros((1, P), np.int64))  # an image, no objects
+    more_images = multibox_loss(*(np.concatenate([a, b]) for a, b in zip((loc_p, conf_p, loc_t, conf_t), empty)))
+    np.testing.assert_allclose(more_images[:2], ref[:2], rtol=1e-12)
+    easy = np.zeros((2, 30, conf_p.shape[2]))
+    easy[..., 0] = 50.0  # background by a margin of 50: never mined before the harder ones
+    more_priors = multibox_loss(np.concatenate([loc_p, np.zeros((2, 30, 4))], 1), np.concatenate([conf_p, easy], 1),
+                                np.concatenate([loc_t, np.zeros((2, 30, 4))], 1),
+                                np.concatenate([conf_t, np.zeros((2, 30), np.int64)], 1))
+    np.testing.assert_allclose(more_priors[:2], ref[:2], rtol=1e-12)
+
+
+def test_multibox_loss_gradient_check(given_mining, rng):
     loc_p, conf_p, loc_t, conf_t = random_batch(rng)
     alpha = 0.7
     _, _, dloc, dconf = multibox_loss(loc_p, conf_p, loc_t, conf_t, alpha=alpha)
@@ -102,7 +159,7 @@ def test_multibox_loss_gradient_check(rng):
     assert rel_error(dconf, numerical_gradient(total, conf_p)) < 1e-6
 
 
-def test_multibox_loss_float32_and_no_positives(rng):
+def test_multibox_loss_float32_and_no_positives(given_mining, rng):
     loc_p, conf_p, loc_t, conf_t = random_batch(rng, dtype=np.float32)
     loss_l, loss_c, dloc, dconf = multibox_loss(loc_p, conf_p, loc_t, conf_t)
     assert dloc.dtype == np.float32 and dconf.dtype == np.float32

@@ -1,6 +1,7 @@
 """minissd.priors: the default boxes of SSD300 and of configs built from the scale formula."""
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,6 +16,20 @@ def test_ssd300_has_8732_priors():
     assert SSD300_VOC.num_priors == 8732
     assert SSD300_VOC.boxes_per_location == (4, 6, 6, 6, 4, 4)
     assert np.all((priors >= 0) & (priors <= 1))
+
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def test_ssd300_equals_the_stored_default_boxes():
+    # tests/fixtures/ssd300_priors.npz: the reference's 8732 boxes (tests/fixtures/make_fixtures.py);
+    # every centre, size and the order of the boxes at once
+    stored = np.load(FIXTURES / "ssd300_priors.npz")["priors"]
+    got = default_boxes(SSD300_VOC)
+    assert got.shape == stored.shape
+    wrong = np.flatnonzero(np.abs(got - stored).max(axis=1) > 1e-6)
+    assert wrong.size == 0, (f"{wrong.size} of 8732 default boxes differ; the first, box {wrong[0]}: "
+                             f"{got[wrong[0]].tolist()}, expected {stored[wrong[0]].tolist()}")
 
 
 def test_ssd300_order_first_locations():

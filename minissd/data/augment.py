@@ -87,6 +87,14 @@ def photometric_distort(image, boxes, labels, rng, brightness=32.0, contrast=(0.
     - brightness: max |delta| added (32 of 255); contrast/saturation: factor ranges; hue: max
       |rotation| in degrees; p: probability of each of the four
     Boxes and labels pass through unchanged.
+
+    The draws from ``rng``, in this order (a draw in brackets only when its step is on):
+    ``random() < p`` for brightness [``uniform(-brightness, brightness)``], ``random() < p``
+    for contrast [``uniform(*contrast)``], ``random() < 0.5`` for contrast first,
+    ``random() < p`` for saturation [``uniform(*saturation)``], ``random() < p`` for hue
+    [``uniform(-hue, hue)``, degrees, for ``_hue_matrix``]. The steps then apply in the order
+    brightness, contrast (if first), saturation, hue, contrast (if not first), on the values
+    as they are (no clipping between steps), and the result is rounded and clipped once.
     """
     # [assignment photometric_distort] Build each random colour step as an affine map of RGB (matrix M, offset b), chain them in the reference's order, then apply x @ M.T + b once and clip.
     M, b = np.eye(3), np.zeros(3)  # the map so far: x -> M x + b
@@ -125,6 +133,11 @@ def expand(image, boxes, labels, rng, max_ratio=4.0, fill=MEAN, p=0.5):
 
     - image: (H, W, 3) -> (H', W', 3) with H' = round(ratio * H), same dtype
     - boxes: keep covering the same pixels: new = (old * (W, H) + (left, top)) / (W', H')
+
+    The draws from ``rng``, in this order: ``random() >= p`` returns the input unchanged;
+    ``ratio = uniform(1, max_ratio)``, ``H' = round(ratio * H)``, ``W' = round(ratio * W)``;
+    ``left = integers(0, W' - W + 1)``, ``top = integers(0, H' - H + 1)``: the image's top-left
+    pixel lands at (left, top) of the canvas.
     """
     if rng.random() >= p:
         return image, boxes, labels
@@ -217,6 +230,13 @@ def random_iou_crop(image, boxes, labels, rng, min_ious=CROP_MIN_IOUS, min_scale
     object has IoU >= the option with it, the Caffe code's rule: any object, not all) and at
     least one box centre falls inside. If no trial succeeds, the image is returned unchanged.
     The rule changes only which patch is accepted: the random draws are the same for every rule.
+
+    The draws from ``rng``, in this order: the option ``min_ious[integers(len(min_ious))]``
+    (None: return the input); then, each of ``size=trials``: widths ``uniform(min_scale * W,
+    W)``, heights ``uniform(min_scale * H, H)``, then ``uniform(0, 1)`` for left (times W - w)
+    and for top (times H - h). Patch t is the integer rectangle ``int(left), int(top),
+    int(left + w), int(top + h)`` (at least one pixel wide and high); the first acceptable
+    patch is taken. A box's centre is inside when strictly between the patch's edges.
     """
     if rule not in CROP_RULES:
         raise ValueError(f"random_iou_crop: unknown rule {rule!r}, choose one of {', '.join(CROP_RULES)}")
