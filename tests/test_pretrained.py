@@ -50,8 +50,23 @@ def test_val_folder_refuses_a_foreign_folder(tmp_path):
     assert (tmp_path / "mine.txt").read_text() == "a user's file"
 
 
+def test_the_no_zoom_detector_is_the_default_run_without_zoom_out():
+    info = json.loads(pretrained.NO_ZOOM.with_suffix(".json").read_text())
+    assert info["command"] == "python -m minissd.train --tiny-voc --max-expand 1.0 --out /tmp/nozoom/run"
+    assert info["seed"] == 0 and info["iterations"] == 3600 and info["commit"] == "f367bec"
+    _, _, meta = read_checkpoint(pretrained.NO_ZOOM)
+    default = read_checkpoint(pretrained.WEIGHTS)[2]["config"]
+    # where both configs have a field, they differ in these two only (the later run also has
+    # the switches added since, at their defaults)
+    changed = {k for k in default.keys() & meta["config"].keys() if meta["config"][k] != default[k]}
+    assert changed == {"max_expand", "out"} and meta["config"]["max_expand"] == 1.0
+    model, classes, loaded = pretrained.load(pretrained.NO_ZOOM)
+    assert loaded == info and classes == info["classes"] and not model.training
+
+
 @pytest.mark.slow
-def test_reproduces_its_recorded_val_map():
+@pytest.mark.parametrize("weights", [pretrained.WEIGHTS, pretrained.NO_ZOOM], ids=["default", "no-zoom"])
+def test_reproduces_its_recorded_val_map(weights):
     # 400 images through the tiny network (about 20 s on a 2-core machine)
-    model, classes, info = pretrained.load(pretrained.WEIGHTS)
+    model, classes, info = pretrained.load(weights)
     assert pretrained.val_map(model, classes) == pytest.approx(info["val_mAP"], abs=1e-6)

@@ -11,6 +11,8 @@
   training run's own val mAP, the float32 checkpoint's and this float16 copy's val mAP on tiny-voc's 400
   validation images (``info["val_mAP"]``, VOC07 11-point, IoU 0.5), which
   tests/test_pretrained.py reproduces.
+- ``tiny-voc-no-zoom.npz`` / ``.json`` (``NO_ZOOM``): the same command with ``--max-expand 1.0``
+  (no zoom out), so that chapter 9 can show what zoom out changes; ``load(NO_ZOOM)``.
 
 ``$MINISSD_CHECKPOINT``: when set, ``load()`` (and so every notebook) uses that checkpoint
 instead, e.g. the one of your own run: ``MINISSD_CHECKPOINT=runs/tiny-voc/checkpoint.npz
@@ -33,6 +35,7 @@ from ..errors import CheckpointError
 HERE = Path(__file__).resolve().parent
 WEIGHTS = HERE / "tiny-voc.npz"
 INFO = HERE / "tiny-voc.json"
+NO_ZOOM = HERE / "tiny-voc-no-zoom.npz"  # the default run without zoom out (--max-expand 1.0)
 ENV_VAR = "MINISSD_CHECKPOINT"
 VAL_IDS = range(10000, 10400)  # tiny-voc's validation images (seed 0, default config): indices 10000..10399
 VAL_MARKER = "minissd-pretrained-val.json"
@@ -43,15 +46,15 @@ def load(path=None):
 
     - path: a checkpoint (``.npz`` from minissd.train, or a file written by ``export``); None
       means ``$MINISSD_CHECKPOINT`` if set, else the shipped tiny-voc weights.
-    - info: the shipped ``tiny-voc.json`` for the shipped weights; for another checkpoint
-      {"checkpoint": path, "iteration", "config"} from its meta.
+    - info: the ``.json`` beside a shipped file (``WEIGHTS``, ``NO_ZOOM``); for another
+      checkpoint {"checkpoint": path, "iteration", "config"} from its meta.
     """
     from ..detect import load_model
 
     path = Path(path or os.environ.get(ENV_VAR) or WEIGHTS)
     model, classes = load_model(path)  # casts float16 parameters into the float32 network
-    if path.resolve() == WEIGHTS:
-        info = json.loads(INFO.read_text())
+    if path.resolve() in (WEIGHTS, NO_ZOOM):
+        info = json.loads(path.resolve().with_suffix(".json").read_text())
     else:
         _, _, meta = read_checkpoint(path)
         info = {"checkpoint": str(path), "iteration": meta.get("iteration"), "config": meta.get("config")}
