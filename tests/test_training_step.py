@@ -9,12 +9,13 @@ scores here whatever chapters 3-6 hold, and a mistake in those is not charged tw
 step on the real network is tested in test_step.py (against finite differences).
 """
 
+import inspect
 import math
 
 import numpy as np
 import pytest
 
-from minissd import step
+from minissd import loss, matching, step
 from minissd.nn import Module, Parameter
 from minissd.step import LossConfig, forward_backward
 
@@ -43,7 +44,10 @@ class LinearNet(Module):
         self.weight.grad += self._x.T @ dout
 
 
-NOT_GIVEN = object()
+def _given(function, args, kwargs):
+    """The arguments a call passed to ``function``, by parameter name (defaults not filled in:
+    an argument the step left out is missing here)."""
+    return dict(inspect.signature(function).bind(*args, **kwargs).arguments)
 
 
 class Recorder:
@@ -52,10 +56,10 @@ class Recorder:
     def __init__(self):
         self.match_args, self.loss_args, self.overflow = None, None, False
 
-    def match_batch(self, gt_boxes, gt_labels, priors, iou_threshold=NOT_GIVEN, variances=None,
-                    num_classes=None, rule=NOT_GIVEN):
-        self.match_args = dict(gt_boxes=gt_boxes, gt_labels=gt_labels, priors=priors,
-                               iou_threshold=iou_threshold, rule=rule)
+    def match_batch(self, *args, **kwargs):
+        given = _given(matching.match_batch, args, kwargs)  # what the step passed, by name
+        self.match_args = given
+        gt_boxes, gt_labels = given["gt_boxes_list"], given["gt_labels_list"]
         B = len(gt_boxes)
         conf_t = np.zeros((B, P), np.int64)
         loc_t = np.zeros((B, P, 4), np.float32)
@@ -67,10 +71,10 @@ class Recorder:
         self.targets = loc_t, conf_t
         return loc_t, conf_t
 
-    def multibox_loss(self, loc_p, conf_p, loc_t, conf_t, neg_pos_ratio=NOT_GIVEN, alpha=NOT_GIVEN,
-                      conf_loss=NOT_GIVEN, focal_gamma=2.0):
-        self.loss_args = dict(loc_t=loc_t, conf_t=conf_t, neg_pos_ratio=neg_pos_ratio,
-                              alpha=alpha, conf_loss=conf_loss)
+    def multibox_loss(self, *args, **kwargs):
+        given = _given(loss.multibox_loss, args, kwargs)
+        self.loss_args = given
+        loc_p, conf_p, loc_t, conf_t = (given[k] for k in ("loc_p", "conf_p", "loc_t", "conf_t"))
         loss_l, loss_c, dloc, dconf = quadratic_loss(loc_p, conf_p, loc_t, conf_t)
         if self.overflow:
             loss_l = math.inf
@@ -105,7 +109,7 @@ def a_batch(rng, B=3, dtype=np.float64):
 
 def the_losses(net, images, boxes, labels):
     """(loss_l, loss_c) of the stand-ins, computed without the step."""
-    loc_t, conf_t = Recorder().match_batch(boxes, labels, net.priors)
+    loc_t, conf_t = Recorder().match_batch(boxes, labels, net.priors, 0.5)
     loc_p, conf_p = net.forward(images)
     return quadratic_loss(loc_p, conf_p, loc_t, conf_t)[:2]
 
@@ -150,11 +154,11 @@ def test_the_loss_config_reaches_matching_and_the_loss(rng, stand_ins):
     forward_backward(net, images, boxes, labels, cfg)
     m, lo = stand_ins.match_args, stand_ins.loss_args
     assert m is not None, "match_batch was not called"
-    assert m["gt_boxes"] is boxes and m["gt_labels"] is labels and m["priors"] is net.priors
-    assert (m["iou_threshold"], m["rule"]) == (0.4, "bipartite")
+    assert m["gt_boxes_list"] is boxes and m["gt_labels_list"] is labels and m["priors"] is net.priors
+    assert (m.get("iou_threshold"), m.get("rule")) == (0.4, "bipartite")
     assert lo is not None, "multibox_loss was not called"
     assert lo["loc_t"] is stand_ins.targets[0] and lo["conf_t"] is stand_ins.targets[1]
-    assert (lo["neg_pos_ratio"], lo["alpha"], lo["conf_loss"]) == (2.0, 0.5, "focal")
+    assert (lo.get("neg_pos_ratio"), lo.get("alpha"), lo.get("conf_loss")) == (2.0, 0.5, "focal")
 
 
 def test_a_non_finite_output_or_loss_stops_before_backward(rng, stand_ins):
