@@ -5,7 +5,7 @@ import pytest
 
 import naive
 from minissd import nms as N
-from minissd.boxes import corner_to_center, encode
+from minissd.boxes import corner_to_center, encode, iou
 from minissd.nms import detect, nms
 
 
@@ -270,3 +270,14 @@ def test_wrong_nms_is_caught(monkeypatch, wrong):
         test_nms_worked_example()
         test_suppressed_boxes_do_not_suppress()
 # [/instructor-only]
+
+
+def test_nms_scalar_iou_agrees_with_the_iou_matrix(rng):
+    # NMS has its own compiled scalar IoU (chapter 1's matrix is a graded region); the two
+    # formulas must stay the same, apart and touching boxes and empty boxes included
+    lo, size = rng.uniform(0, 0.7, (40, 2)), rng.uniform(0, 0.3, (40, 2))
+    a = np.concatenate([lo, lo + size], axis=1)  # (40, 4) corner form
+    a[:3] = [[0.1, 0.1, 0.1, 0.1], [0.2, 0.2, 0.4, 0.4], [0.4, 0.2, 0.6, 0.4]]  # empty, touching
+    want = iou(a, a)
+    got = np.array([[N._box_iou_cpu(*p, *q) for q in a] for p in a])
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-15)

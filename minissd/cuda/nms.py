@@ -120,7 +120,8 @@ def clip_kernel(x, lo, hi):
 def candidates_kernel(scores, conf_threshold, keys, packed, order, count):
     """Problem q = (image, class) = ``cuda.blockIdx.x``: its best boxes above the threshold, best first.
 
-    Another algorithm for the ``np.argpartition`` of ``nms.detect``: block-wide radix select.
+    Another algorithm for the ``np.argpartition`` of ``nms.per_class_nms`` (which
+    ``nms.detect`` calls per image): block-wide radix select.
 
     - scores: (B, P, C+1); problem q = b * C + (c - 1);
     - keys: (Q, P) uint32 and packed: (Q, L) int64, scratch;
@@ -148,6 +149,8 @@ def candidates_kernel(scores, conf_threshold, keys, packed, order, count):
 def top_k_kernel(boxes, scores, order, count, suppressed, keys, packed, picks,
                  out_boxes, out_labels, out_scores, out_count):
     """Image b = ``cuda.blockIdx.x``: its top_k kept detections over all classes, best first.
+
+    Another algorithm for the final ``np.argsort`` of ``nms.per_class_nms``: the same selection.
 
     - boxes (B, P, 4) and scores (B, P, C+1); order, count from ``candidates_kernel``;
       suppressed from ``_suppress_kernel``;

@@ -66,9 +66,9 @@ TWINS = [
      "a block per (image, class), the inner loop over the block's threads, a barrier per step"),
     ("cuda.nms.softmax_kernel", "nms.detect", "lines", "its `np.exp(log_softmax(conf))`"),
     ("cuda.nms.clip_kernel", "nms.detect", "lines", "its `np.clip(boxes, 0, 1)`"),
-    ("cuda.nms.candidates_kernel", "nms.detect", "lines",
+    ("cuda.nms.candidates_kernel", "nms.per_class_nms", "lines",
      "**another algorithm** for its `np.argpartition`: block-wide radix select, then rank among the picks"),
-    ("cuda.nms.top_k_kernel", "nms.detect", "lines", "**another algorithm** for its `np.argsort`: the same selection"),
+    ("cuda.nms.top_k_kernel", "nms.per_class_nms", "lines", "**another algorithm** for its `np.argsort`: the same selection"),
     ("cuda.nms.nms", "nms.nms", "driver", ""),
     ("cuda.nms.detect", "nms.detect", "driver", ""),
     # ---- the layers ----------------------------------------------------------------------
