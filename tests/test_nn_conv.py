@@ -1,4 +1,5 @@
-"""Conv2d: forward against the nested-loop oracle, backward against finite differences."""
+"""Conv2d: forward against the nested-loop oracle; backward against finite differences (entry by
+entry on small layers, along random directions on layers of several chunks), dtypes, accumulation."""
 
 import copy
 
@@ -74,39 +75,79 @@ def test_without_bias_and_without_input_grad(rng):
     assert grad_x.shape == x.shape
 
 
-def test_backward_accumulates(rng):
-    conv = nn.Conv2d(2, 2, 3, padding=1, rng=rng, dtype=np.float64)
-    x = rng.standard_normal((1, 2, 4, 4))
-    g = rng.standard_normal((1, 2, 4, 4))
+def directional_errors(module, x, rng, h=1e-6):
+    """For the input and every parameter P of ``module``: <dL/dP, D> against the centred
+    difference (L(P + hD) - L(P - hD)) / 2h along a random direction D, L = sum(forward(x) * g).
+
+    One number per array instead of one per entry (gradcheck), so it checks layers far too
+    large for entry-by-entry differences. A wrong gradient is off along almost every D.
+    """
+    g = rng.standard_normal(module.forward(x).shape)
+    module.zero_grad()
+    module.forward(x)
+    grads = {"input": module.backward(g)}
+    grads.update({name: p.grad.copy() for name, p in module.named_parameters()})
+    arrays = {"input": x, **{name: p.data for name, p in module.named_parameters()}}
+    errors = {}
+    for name, a in arrays.items():
+        direction, start = rng.standard_normal(a.shape), a.copy()
+        a[...] = start + h * direction
+        plus = np.sum(module.forward(x) * g)
+        a[...] = start - h * direction
+        minus = np.sum(module.forward(x) * g)
+        a[...] = start
+        numeric, analytic = (plus - minus) / (2 * h), np.vdot(grads[name], direction)
+        errors[name] = abs(numeric - analytic) / max(abs(numeric), abs(analytic))
+    return errors
+
+
+def test_a_stack_of_ssd_layers_each_of_several_chunks_gets_its_gradient(rng):
+    # The layer kinds of SSD300 and tiny, at sizes where the backward runs in several chunks
+    # of output rows (float64, 3x3 over 64 channels: 455 rows a chunk) with a partial last
+    # one. A mistake in any layer's input gradient spoils every gradient below it.
+    layers = [(3, 1, 1, 1), (3, 2, 1, 1), (3, 1, 2, 2), (1, 1, 0, 1), (3, 1, 0, 1)]  # k, s, p, d
+    stack = nn.Sequential(*[nn.Conv2d(64, 64, k, stride=s, padding=p, dilation=d, rng=rng,
+                                      dtype=np.float64) for k, s, p, d in layers])
+    for conv in stack:
+        conv.bias.data[...] = rng.standard_normal(64)
+    x = rng.standard_normal((2, 64, 33, 31))
+    rows = [2 * 33 * 31, 2 * 17 * 16, 2 * 17 * 16, 2 * 17 * 16, 2 * 15 * 14]  # outputs of each layer
+    chunk = conv_module._chunk_rows(9 * 64, 8)
+    assert [-(-m // chunk) for m in rows] == [5, 2, 2, 2, 1]  # chunks of the 3x3 layers (1x1: 1)
+    errors = directional_errors(stack, x, rng)
+    assert set(errors) == {"input"} | {f"{i}.{p}" for i in range(5) for p in ("weight", "bias")}
+    assert max(errors.values()) < 1e-6, errors
+
+
+def test_float32_layer_gets_float32_gradients_added_into_grad(rng):
+    # A float32 network gets float32 gradients, added into .grad (never rebound: training's
+    # worker processes share each .grad array), here on a stride-2 layer of two chunks.
+    conv = nn.Conv2d(128, 16, 3, stride=2, padding=1, rng=rng)
+    conv.bias.data[...] = rng.standard_normal(16)
+    x = rng.standard_normal((2, 128, 40, 38)).astype(np.float32)
+    g = rng.standard_normal((2, 16, 20, 19)).astype(np.float32)
+    assert 2 * 20 * 19 > conv_module._chunk_rows(9 * 128, 4)  # two chunks
+    weight_grad, bias_grad = conv.weight.grad, conv.bias.grad
     conv.forward(x)
-    conv.backward(g)
-    once = conv.weight.grad.copy()
+    grad_x = conv.backward(g)
+    assert grad_x.dtype == np.float32 and grad_x.shape == x.shape
+    assert conv.weight.grad is weight_grad and conv.bias.grad is bias_grad
+    assert weight_grad.dtype == np.float32 and bias_grad.dtype == np.float32
+    dy = rng.standard_normal((conv._geo.M, 16)).astype(np.float32)
+    dw, dx = conv_module.conv2d_backward(conv._X, conv._w_mat(), dy, conv._geo)
+    assert dw.dtype == np.float32 and dx.dtype == np.float32
+    once = weight_grad.copy(), bias_grad.copy()
     conv.forward(x)
-    conv.backward(g)
-    np.testing.assert_allclose(conv.weight.grad, 2 * once)
-
-
-# [instructor-only] tests of the tests: wrong implementations, each one step from the solution
-@pytest.mark.parametrize("wrong", ["stride", "dilation"])
-def test_backward_that_ignores_stride_or_dilation_is_caught(wrong, rng, monkeypatch):
-    # A backward whose taps forget the stride (or the dilation) must fail the gradient check.
-    conv = nn.Conv2d(2, 2, 3, stride=2 if wrong == "stride" else 1, padding=2,
-                     dilation=2 if wrong == "dilation" else 1, rng=rng, dtype=np.float64)
-    x = rng.standard_normal((1, 2, 7, 7))
-    assert nn.gradcheck(conv, x) < 1e-6
-    real_backward = conv_module.conv2d_backward
-
-    def broken_backward(X, w_mat, dY, geo, needs_input_grad=True):
-        bad = copy.copy(geo)
-        if wrong == "stride":
-            bad.s = 1
-        else:
-            bad.offsets = [off // 2 for off in geo.offsets]  # the taps of dilation 1
-        return real_backward(X, w_mat, dY, bad, needs_input_grad)
-
-    monkeypatch.setattr(conv_module, "conv2d_backward", broken_backward)
-    assert nn.gradcheck(conv, x) > 1e-2
-# [/instructor-only]
+    conv.backward(g)  # a second backward adds the same again
+    np.testing.assert_allclose(weight_grad, 2 * once[0], rtol=1e-6)
+    np.testing.assert_allclose(bias_grad, 2 * once[1], rtol=1e-6)
+    wide = copy.deepcopy(conv).to(np.float64)  # the same layer in float64
+    wide.zero_grad()
+    wide.forward(x.astype(np.float64))
+    wide_grad_x = wide.backward(g.astype(np.float64))
+    assert nn.rel_error(grad_x, wide_grad_x) < 1e-5
+    assert nn.rel_error(once[0], wide.weight.grad) < 1e-5
+    assert nn.rel_error(once[1], wide.bias.grad) < 1e-5
 
 
 def test_bad_input_shape_names_the_layer(rng):

@@ -29,9 +29,10 @@ reads it back: on 32-64 channels that costs more than the product.
 3. Forward, per chunk of R output rows: cols = gather_cols(...); Y[chunk] = cols @ w_mat.
    Backward, per chunk: the same cols again (nothing but X is kept), dW += cols.T @ dY[chunk],
    dcols = dY[chunk] @ w_mat.T, and ``scatter_cols`` adds each entry of dcols back onto the
-   input row it was copied from (the adjoint of the copy, col2im). The chunk (about 2 MiB)
-   stays in the L2 cache between the copy and the product, and one product per chunk gives
-   BLAS a large matrix (inner size k*k*C_in).
+   input it was copied from (the adjoint of the copy, col2im), in the input's own coordinates
+   (N, H, W, C_in): taps that read the padding add nothing. The chunk (about 2 MiB) stays in
+   the L2 cache between the copy and the product, and one product per chunk gives BLAS a
+   large matrix (inner size k*k*C_in).
 4. Only valid outputs are rows of Y: no work on the padding, and a stride-2 conv costs a
    quarter of the stride-1 one, as it should.
 """
@@ -99,6 +100,7 @@ def _chunk_rows(row_width, itemsize):
 class ConvGeometry:
     """Where everything lies in the flattened channels-last buffers (see the module docstring).
 
+    - N, H, W: the input; k, s, p, d: kernel size, stride, padding, dilation
     - Hp, Wp: the padded input; X is (N*Hp*Wp, C_in)
     - Ho, Wo: the output; Y is (M, C_out) with M = N*Ho*Wo
     - s: the stride; offsets: off_t = (u*Wp + v)*d for the k*k taps, in (u, v) order
@@ -107,12 +109,12 @@ class ConvGeometry:
     def __init__(self, N, H, W, k, s, p, d):
         self.Ho, self.Wo = conv_output_size(H, k, s, p, d), conv_output_size(W, k, s, p, d)
         self.Hp, self.Wp = H + 2 * p, W + 2 * p
-        self.N, self.s, self.p = N, s, p
+        self.N, self.H, self.W, self.k, self.s, self.p, self.d = N, H, W, k, s, p, d
         self.M = N * self.Ho * self.Wo
         self.offsets = [(u * self.Wp + v) * d for u in range(k) for v in range(k)]
 
     def kernel_args(self):
-        """What gather_cols / scatter_cols need to find base(m): (offsets, s, Ho, Wo, Hp, Wp)."""
+        """What gather_cols needs to find base(m): (offsets, s, Ho, Wo, Hp, Wp)."""
         return np.asarray(self.offsets, dtype=np.int64), self.s, self.Ho, self.Wo, self.Hp, self.Wp
 
 
@@ -142,19 +144,34 @@ def gather_cols(X, offsets, s, Ho, Wo, Hp, Wp, m0, m1, cols):
 
 
 @njit(nogil=True, cache=True)
-def scatter_cols(dcols, offsets, s, Ho, Wo, Hp, Wp, m0, dX):
-    """dX[window_start(m0 + r) + offsets[t], c] += dcols[r, t*C_in + c]: gather_cols' adjoint (col2im).
+def scatter_cols(dcols, m0, Ho, Wo, k, s, p, d, dx):
+    """Add every entry of dcols onto the input its copy in gather_cols came from (col2im).
 
+    - dcols: (R, k*k*C_in), row r for output m0 + r = (n*Ho + i)*Wo + j, columns ordered as
+      gather_cols writes them: tap t = u*k + v (kernel row u, column v), C_in channels each
+    - k, s, p, d: kernel size, stride, padding, dilation (the definition in the module
+      docstring: tap (u, v) of output (i, j) reads the padded input at (i*s + u*d, j*s + v*d))
+    - dx: (N, H, W, C_in) the input's gradient, channels-last and unpadded, added into in place
     An input read by several windows receives the sum of their gradients; the loop is
     sequential, so no two additions race.
     """
-    C_in = dX.shape[1]
+    # [assignment col2im] Add dcols[r, t*C_in + c] onto the input that output m0 + r's tap t read: with stride, dilation, and the padding (dx is unpadded: taps in the padding add nothing).
+    N, H, W, C_in = dx.shape
     for r in range(dcols.shape[0]):
-        base = window_start(m0 + r, s, Ho, Wo, Hp, Wp)
-        for t in range(offsets.shape[0]):
-            q = base + offsets[t]
-            for c in range(C_in):
-                dX[q, c] += dcols[r, t * C_in + c]
+        n, ij = (m0 + r) // (Ho * Wo), (m0 + r) % (Ho * Wo)
+        i, j = ij // Wo, ij % Wo
+        for u in range(k):
+            y = i * s - p + u * d  # the input row tap (u, .) read
+            if y < 0 or y >= H:
+                continue  # the padding: nothing to add
+            for v in range(k):
+                x = j * s - p + v * d
+                if x < 0 or x >= W:
+                    continue
+                t = (u * k + v) * C_in
+                for c in range(C_in):
+                    dx[n, y, x, c] += dcols[r, t + c]
+    # [/assignment]
 
 
 def conv2d_forward(X, w_mat, geo):
@@ -179,11 +196,12 @@ def conv2d_backward(X, w_mat, dY, geo, needs_input_grad=True):
 
     - X: (N*Hp*Wp, C_in) the padded input kept by forward; w_mat: (k*k*C_in, C_out)
     - dY: (M, C_out) the output gradient, channels-last
-    - returns (dw_mat (k*k*C_in, C_out), dX (N*Hp*Wp, C_in) or None)
+    - returns (dw_mat (k*k*C_in, C_out), dx (N, H, W, C_in) channels-last and unpadded, or
+      None), both in the dtype of X
     """
-    # [assignment conv_backward] Per chunk: cols as in forward; dW += cols.T @ dY; dcols = dY @ w_mat.T, scattered back onto dX (scatter_cols).
+    # [assignment conv_backward] Per chunk of R output rows (as in forward): dW += cols.T @ dY; dcols = dY @ w_mat.T, added onto dx (N, H, W, C_in) by scatter_cols; gradients in X's dtype.
     dw_mat = np.zeros_like(w_mat)
-    dX = np.zeros_like(X) if needs_input_grad else None
+    dx = np.zeros((geo.N, geo.H, geo.W, X.shape[1]), X.dtype) if needs_input_grad else None
     R = _chunk_rows(w_mat.shape[0], X.itemsize)
     args = geo.kernel_args()
     cols = np.empty((R, w_mat.shape[0]), dtype=X.dtype)
@@ -194,8 +212,8 @@ def conv2d_backward(X, w_mat, dY, geo, needs_input_grad=True):
         dw_mat += gather_cols(X, *args, m0, m1, cols).T @ g  # (kkC, R) @ (R, C_out)
         if needs_input_grad:
             np.matmul(g, w_mat.T, out=dcols[:m1 - m0])  # (R, C_out) @ (C_out, kkC)
-            scatter_cols(dcols[:m1 - m0], *args, m0, dX)  # col2im
-    return dw_mat, dX
+            scatter_cols(dcols[:m1 - m0], m0, geo.Ho, geo.Wo, geo.k, geo.s, geo.p, geo.d, dx)  # col2im
+    return dw_mat, dx
     # [/assignment]
 
 
@@ -266,19 +284,17 @@ class Conv2d(Module):
         return y
 
     def backward(self, grad_out):
-        k, p, geo = self.kernel_size, self.padding, self._geo
-        N, H, W = geo.N, geo.Hp - 2 * p, geo.Wp - 2 * p
+        k, geo = self.kernel_size, self._geo
         grad_out = np.ascontiguousarray(grad_out)
         dY = to_grid(grad_out, 0, 0, geo.Ho, geo.Wo).reshape(geo.M, -1)  # (N*Ho*Wo, C_out)
-        dW, dX = conv2d_backward(self._X, self._w_mat(), dY, geo, self.needs_input_grad)
+        dW, dx = conv2d_backward(self._X, self._w_mat(), dY, geo, self.needs_input_grad)
         self.weight.grad += dW.reshape(k, k, self.in_channels, -1).transpose(3, 2, 0, 1)  # (C_out, C_in, k, k)
         if self.bias is not None:
             self.bias.grad += dY.sum(axis=0)  # (C_out,)
-        if dX is None:
+        if dx is None:
             return None  # the first layer: nobody needs the image's gradient
-        grad_in = np.empty((N, self.in_channels, H, W), grad_out.dtype)
-        no_bias = np.zeros(self.in_channels, grad_out.dtype)
-        return from_grid(dX.reshape(N, geo.Hp, geo.Wp, -1), p, p, no_bias, grad_in)  # (N, C_in, H, W)
+        grad_in = np.empty((geo.N, self.in_channels, geo.H, geo.W), dx.dtype)
+        return from_grid(dx, 0, 0, np.zeros(self.in_channels, dx.dtype), grad_in)  # (N, C_in, H, W)
 
     def extra_repr(self):
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
