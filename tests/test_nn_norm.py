@@ -70,16 +70,56 @@ def test_l2norm_worked_example():
     np.testing.assert_array_equal(l2.weight.data, [20.0, 20.0])
 
 
-def test_l2norm_gradients_and_zero_vector(rng):
-    l2 = nn.L2Norm(4, dtype=np.float64)
-    l2.weight.data[...] = rng.uniform(5, 25, 4)
-    x = rng.standard_normal((2, 4, 3, 5))
+@pytest.mark.parametrize("shape", [(2, 4, 3, 5), (1, 7, 2, 2)])
+def test_l2norm_gradients(shape, rng):
+    l2 = nn.L2Norm(shape[1], dtype=np.float64)
+    l2.weight.data[...] = rng.uniform(5, 25, shape[1])
+    x = rng.standard_normal(shape) * rng.uniform(0.1, 3)  # any scale: y does not depend on it
     assert nn.gradcheck(l2, x) < 1e-6
-    # an all-zero vector (possible after ReLU) maps to 0 with a finite gradient
+
+
+def test_l2norm_zero_vector_maps_to_zero_with_a_finite_gradient(rng):
+    # an all-zero vector (possible after ReLU) maps to 0 with a finite gradient: near 0 the
+    # layer is x * weight / eps, so the gradient there is grad * weight / eps
+    l2 = nn.L2Norm(4, dtype=np.float64)
+    x = rng.standard_normal((2, 4, 3, 5))
     x[0, :, 1, 1] = 0
     y = l2.forward(x)
     assert np.all(y[0, :, 1, 1] == 0)
-    assert np.all(np.isfinite(l2.backward(np.ones_like(y))))
+    grad = l2.backward(np.ones_like(y))
+    assert np.all(np.isfinite(grad)) and np.all(np.isfinite(l2.weight.grad))
+    np.testing.assert_allclose(grad[0, :, 1, 1], 20 / 1e-10)
+
+
+def test_l2norm_gradient_follows_the_eps_of_forward(rng):
+    # forward divides by ||x|| + eps (eps outside the root); with a large eps and vectors of
+    # norm about 1 a backward derived for another placement (or none) is visibly off
+    l2 = nn.L2Norm(3, scale=2.0, eps=0.5, dtype=np.float64)
+    x = rng.standard_normal((2, 3, 2, 3)) * 0.6
+    assert nn.gradcheck(l2, x) < 1e-6
+
+
+def test_l2norm_float32_gradients_added_into_grad(rng):
+    # a float32 network gets float32 gradients, added into .grad (never rebound: training's
+    # worker processes share each .grad array)
+    l2 = nn.L2Norm(8)
+    l2.weight.data[...] = rng.uniform(5, 25, 8)
+    x = rng.standard_normal((2, 8, 3, 4)).astype(np.float32)
+    g = rng.standard_normal(x.shape).astype(np.float32)
+    weight_grad = l2.weight.grad
+    l2.forward(x)
+    grad = l2.backward(g)
+    assert grad.dtype == np.float32 and grad.shape == x.shape
+    assert l2.weight.grad is weight_grad and weight_grad.dtype == np.float32
+    once = weight_grad.copy()
+    l2.forward(x)
+    l2.backward(g)  # a second backward adds the same again
+    np.testing.assert_allclose(weight_grad, 2 * once, rtol=1e-6)
+    wide = nn.L2Norm(8, dtype=np.float64)
+    wide.weight.data[...] = l2.weight.data
+    wide.forward(x.astype(np.float64))
+    assert nn.rel_error(grad, wide.backward(g.astype(np.float64))) < 1e-5
+    assert nn.rel_error(once, wide.weight.grad) < 1e-5
 
 
 # ---- the BatchNorm group: every g consecutive images normalised with their own statistics ----

@@ -56,6 +56,17 @@ def test_backward_worked_example():
     np.testing.assert_array_equal(g, [[[[0.0, 30.0, 5.0, 0.0], [0.0, 0.0, 0.0, 0.0]]]])
 
 
+def test_float32_gradient_stays_float32_and_matches_float64(rng):
+    pool = nn.MaxPool2d(3, stride=2, padding=1, ceil_mode=True)  # overlapping windows
+    x = rng.permutation(2 * 3 * 9 * 8).reshape(2, 3, 9, 8).astype(np.float32)
+    g = rng.standard_normal((2, 3, 5, 4)).astype(np.float32)
+    pool.forward(x)
+    grad = pool.backward(g)
+    assert grad.dtype == np.float32 and grad.shape == x.shape
+    pool.forward(x.astype(np.float64))
+    np.testing.assert_allclose(grad, pool.backward(g.astype(np.float64)), rtol=1e-6)
+
+
 def test_padding_larger_than_half_kernel_is_refused():
     with pytest.raises(ValueError, match="padding"):
         nn.MaxPool2d(2, padding=2)

@@ -107,8 +107,11 @@ PARTS = (
         ("test_multibox_loss_divides_by_the_positives_of_the_whole_batch", 2),
         ("test_multibox_loss_gradient_check", 3), "test_multibox_loss_float32_and_no_positives")),
     # -- 5. layers ----------------------------------------------------------------------------
-    Part("relu_backward", 5, "ReLU backward", 2, ("relu_backward",),
-         _tests("test_nn_gradcheck.py", "test_relu_and_a_wrong_relu")),
+    Part("relu_backward", 5, "ReLU backward", 2, ("relu_backward",), _tests(
+        "test_nn_activation.py", ("test_relu_backward_worked_example", 3),
+        ("test_relu_gradient_matches_finite_differences", 2),
+        ("test_relu_float32_gradient_stays_float32", 2),
+        "test_relu_backward_leaves_the_callers_gradient_alone")),
     Part("conv_backward", 5, "convolution backward (stride, padding, dilation)", 10,
          ("conv_backward", "col2im"), _tests(
              "test_nn_conv.py", ("test_gradients_match_finite_differences", 3),
@@ -116,11 +119,15 @@ PARTS = (
              "test_many_small_chunks_give_the_same_result",
              ("test_float32_layer_gets_float32_gradients_added_into_grad", 1.5),
              ("test_without_bias_and_without_input_grad", 0.5))),
-    Part("maxpool_backward", 5, "max-pool backward", 5, ("maxpool_backward",),
-         _tests("test_nn_pool.py", "test_gradient_matches_finite_differences",
-                "test_backward_worked_example")),
-    Part("l2norm_backward", 5, "L2Norm backward", 5, ("l2norm_backward",),
-         _tests("test_nn_norm.py", "test_l2norm_gradients_and_zero_vector")),
+    Part("maxpool_backward", 5, "max-pool backward", 5, ("maxpool_backward",), _tests(
+        "test_nn_pool.py", ("test_gradient_matches_finite_differences", 3),
+        ("test_backward_worked_example", 2),
+        ("test_float32_gradient_stays_float32_and_matches_float64", 1.5))),
+    Part("l2norm_backward", 5, "L2Norm backward", 5, ("l2norm_backward",), _tests(
+        "test_nn_norm.py", ("test_l2norm_gradients", 4),
+        ("test_l2norm_zero_vector_maps_to_zero_with_a_finite_gradient", 1.5),
+        "test_l2norm_gradient_follows_the_eps_of_forward",
+        ("test_l2norm_float32_gradients_added_into_grad", 2.5))),
     Part("sgd_step", 5, "SGD with momentum and weight decay", 4, ("sgd_step",), _tests(
         "test_nn_optim.py", "test_plain_sgd", "test_sgd_momentum_and_weight_decay_by_hand",
         "test_sgd_nesterov_by_hand")),

@@ -218,7 +218,7 @@ class L2Norm(Module):
         return self.weight.data[:, None, None] * x_hat
 
     def backward(self, grad_out):
-        # [assignment l2norm_backward] dweight sums grad*x_hat; dx = (g - x * <g, x> / (r * norm)) / norm, g = weight*grad.
+        # [assignment l2norm_backward] Differentiate y_c = weight_c * x_c / (r + eps), r = sqrt(sum_k x_k^2) over channels at each (n, h, w), eps outside the root: add dL/dweight into weight.grad, return dL/dx (finite where x = 0).
         x, r, norm, x_hat = self._x, self._r, self._norm, self._x_hat
         self.weight.grad += (grad_out * x_hat).sum(axis=(0, 2, 3))
         g = grad_out * self.weight.data[:, None, None]  # dL/dx_hat
