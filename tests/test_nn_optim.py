@@ -43,6 +43,54 @@ def test_sgd_nesterov_by_hand():
     np.testing.assert_allclose(p.data, [0.7695])
 
 
+def test_sgd_momentum_follows_warmup_then_cosine_as_training_sets_it(rng):
+    # The training loop's order: zero_grad, backward adds the batch's gradient into .grad,
+    # opt.lr = schedule(it), step. Without weight decay the momentum rule has a closed form:
+    #   buf_t = sum_{k <= t} m^(t-k) g_k,   p_T = p_0 - sum_t lr_t * buf_t
+    # in which each step's rate multiplies the whole buffer of that step (a rule that folds
+    # lr into the buffer agrees only while lr is constant).
+    schedule = nn.LinearWarmup(nn.Cosine(0.1, 12, min_lr=0.001), warmup_iters=4)
+    m, T = 0.9, 12
+    params = [nn.Parameter(rng.standard_normal(shape).astype(np.float32)) for shape in ((3, 2), (4,))]
+    data = [p.data for p in params]
+    start = [p.data.astype(np.float64) for p in params]
+    grads = [[rng.standard_normal(p.shape).astype(np.float32) for p in params] for _ in range(T)]
+    opt = nn.SGD(params, lr=schedule(0), momentum=m)
+    for it in range(T):
+        opt.zero_grad()
+        for p, g in zip(params, grads[it]):
+            p.grad += g  # as backward does
+        opt.lr = schedule(it)
+        opt.step()
+    lrs = [schedule(t) for t in range(T)]
+    assert lrs[0] < lrs[3] and lrs[4] > lrs[-1]  # it rises, then falls
+    for i, p in enumerate(params):
+        bufs = [sum(m ** (t - k) * grads[k][i].astype(np.float64) for k in range(t + 1)) for t in range(T)]
+        expected = start[i] - sum(lr * buf for lr, buf in zip(lrs, bufs))
+        assert p.data is data[i] and p.data.dtype == np.float32  # updated in place
+        np.testing.assert_allclose(p.data, expected, rtol=1e-5, atol=1e-6)
+        assert opt.buffers[i].dtype == np.float32
+        np.testing.assert_allclose(opt.buffers[i], bufs[-1], rtol=1e-5, atol=1e-6)
+
+
+def test_sgd_weight_decay_and_momentum_under_warmup_by_hand():
+    # lr 0.1, 0.15, 0.2 (warm-up from half of 0.2 over 2 iterations); p = 1, g = 0.5 each
+    # step, momentum 0.9, weight decay 0.1:
+    # step 1: g' = 0.5 + 0.1*1 = 0.6; buf = 0.6; p = 1 - 0.1*0.6 = 0.94
+    # step 2: g' = 0.5 + 0.094 = 0.594; buf = 0.54 + 0.594 = 1.134; p = 0.94 - 0.15*1.134 = 0.7699
+    # step 3: g' = 0.5 + 0.07699 = 0.57699; buf = 1.0206 + 0.57699 = 1.59759;
+    #         p = 0.7699 - 0.2*1.59759 = 0.450382
+    schedule = nn.LinearWarmup(nn.Constant(0.2), warmup_iters=2, start_factor=0.5)
+    p = param([1.0], [0.0])
+    opt = nn.SGD([p], lr=0.2, momentum=0.9, weight_decay=0.1)
+    for it, expected in enumerate([0.94, 0.7699, 0.450382]):
+        opt.zero_grad()
+        p.grad += 0.5
+        opt.lr = schedule(it)
+        opt.step()
+        np.testing.assert_allclose(p.data, [expected], rtol=1e-12)
+
+
 def test_lr_is_settable_and_state_round_trips():
     p = param([1.0], [1.0])
     opt = nn.SGD([p], lr=0.1, momentum=0.9)

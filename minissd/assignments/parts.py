@@ -129,8 +129,10 @@ PARTS = (
         "test_l2norm_gradient_follows_the_eps_of_forward",
         ("test_l2norm_float32_gradients_added_into_grad", 2.5))),
     Part("sgd_step", 5, "SGD with momentum and weight decay", 4, ("sgd_step",), _tests(
-        "test_nn_optim.py", "test_plain_sgd", "test_sgd_momentum_and_weight_decay_by_hand",
-        "test_sgd_nesterov_by_hand")),
+        "test_nn_optim.py", "test_plain_sgd", ("test_sgd_momentum_and_weight_decay_by_hand", 2),
+        "test_sgd_nesterov_by_hand",
+        ("test_sgd_momentum_follows_warmup_then_cosine_as_training_sets_it", 4),
+        ("test_sgd_weight_decay_and_momentum_under_warmup_by_hand", 2))),
     # -- 6. the network ----------------------------------------------------------------------
     Part("heads", 6, "prediction heads: flatten, concatenate the maps, split", 6,
          ("heads_forward", "heads_backward"), _tests(
