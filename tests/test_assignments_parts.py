@@ -31,7 +31,9 @@ def test_markers_parts_and_numba_trap_are_clean():
 
 def test_each_common_mistake_loses_points(tmp_path):
     out = tmp_path / "mistakes.json"
-    run = subprocess.run([sys.executable, "-m", "assignment_mistakes.run", "-x", str(out)], cwd=ROOT,
+    # -x: each mistake's own part stops at its first failure (enough to show points lost);
+    # --elsewhere: every other part its function reaches is graded in full with it swapped in
+    run = subprocess.run([sys.executable, "-m", "assignment_mistakes.run", "-x", "--elsewhere", str(out)], cwd=ROOT,
                          capture_output=True, text=True,
                          env={**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")])})
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
@@ -40,6 +42,10 @@ def test_each_common_mistake_loses_points(tmp_path):
     kept = [r for r in results if not r["score"] < r["max_score"]]
     assert not kept, "these wrong answers kept full marks:\n" + json.dumps(kept, indent=1)
     assert all(r["caught_by_an_assertion"] for r in results), json.dumps(results, indent=1)
+    full = {part.name: part.points for part in PARTS}
+    elsewhere = {r["mistake"]: {k: v for k, v in r["other_parts"].items() if v < full[k]} for r in results}
+    assert not any(elsewhere.values()), f"charged in another part too: {elsewhere}"
+    assert len(results) >= 40
     for r in results:
         print(f"{r['part']:22} {r['mistake']:42} {r['score']:5g} / {r['max_score']:g}  {r['lines'][0]}")
 

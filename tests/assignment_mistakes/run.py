@@ -128,6 +128,9 @@ def charged_elsewhere(mistakes, parts):
         _run_parts(list(parts.values()))
     out = {}
     for own, target, wrong in mistakes:
+        if not any(part_matcher(parts[own])(node) for node in calls.get(target, ())):
+            # its own part's tests call it (they catch the mistake): the watch must see that
+            raise RuntimeError(f"the watched run saw no test of '{own}' call {target}")
         reached = [part for name, part in parts.items() if name != own
                    and any(part_matcher(part)(node) for node in calls.get(target, ()))]
         out[wrong] = {}
