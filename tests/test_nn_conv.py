@@ -121,8 +121,9 @@ def test_a_stack_of_ssd_layers_each_of_several_chunks_gets_its_gradient(rng):
 
 def test_float32_layer_gets_float32_gradients_added_into_grad(rng):
     # A float32 network gets float32 gradients, added into .grad (never rebound: training's
-    # worker processes share each .grad array), here on a stride-2 layer of two chunks.
-    conv = nn.Conv2d(128, 16, 3, stride=2, padding=1, rng=rng)
+    # worker processes share each .grad array), here on a stride-2, dilation-2 layer of two
+    # chunks.
+    conv = nn.Conv2d(128, 16, 3, stride=2, padding=2, dilation=2, rng=rng)
     conv.bias.data[...] = rng.standard_normal(16)
     x = rng.standard_normal((2, 128, 40, 38)).astype(np.float32)
     g = rng.standard_normal((2, 16, 20, 19)).astype(np.float32)
@@ -148,6 +149,8 @@ def test_float32_layer_gets_float32_gradients_added_into_grad(rng):
     assert nn.rel_error(grad_x, wide_grad_x) < 1e-5
     assert nn.rel_error(once[0], wide.weight.grad) < 1e-5
     assert nn.rel_error(once[1], wide.bias.grad) < 1e-5
+    # and they are the gradient (float64, along random directions of x, W and b)
+    assert nn.directional_error(wide, x.astype(np.float64), g.astype(np.float64), wide_grad_x, rng) < 1e-6
 
 
 def test_bad_input_shape_names_the_layer(rng):

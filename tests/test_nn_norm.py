@@ -118,8 +118,11 @@ def test_l2norm_float32_gradients_added_into_grad(rng):
     wide = nn.L2Norm(8, dtype=np.float64)
     wide.weight.data[...] = l2.weight.data
     wide.forward(x.astype(np.float64))
-    assert nn.rel_error(grad, wide.backward(g.astype(np.float64))) < 1e-5
+    wide_grad = wide.backward(g.astype(np.float64))
+    assert nn.rel_error(grad, wide_grad) < 1e-5
     assert nn.rel_error(once, wide.weight.grad) < 1e-5
+    # and they are the gradient (float64, along random directions of x and the weight)
+    assert nn.directional_error(wide, x.astype(np.float64), g.astype(np.float64), wide_grad, rng) < 1e-6
 
 
 # ---- the BatchNorm group: every g consecutive images normalised with their own statistics ----

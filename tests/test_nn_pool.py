@@ -59,14 +59,25 @@ def test_backward_worked_example():
 def test_float32_gradient_stays_float32_and_matches_float64(rng):
     pool = nn.MaxPool2d(3, stride=2, padding=1, ceil_mode=True)  # overlapping windows
     x = rng.permutation(2 * 3 * 9 * 8).reshape(2, 3, 9, 8).astype(np.float32)
-    g = rng.standard_normal((2, 3, 5, 4)).astype(np.float32)
-    pool.forward(x)
+    y = pool.forward(x)
+    assert y.shape == (2, 3, 5, 5)
+    g = rng.standard_normal(y.shape).astype(np.float32)
     grad = pool.backward(g)
     assert grad.dtype == np.float32 and grad.shape == x.shape
     pool.forward(x.astype(np.float64))
-    np.testing.assert_allclose(grad, pool.backward(g.astype(np.float64)), rtol=1e-6)
+    wide_grad = pool.backward(g.astype(np.float64))
+    np.testing.assert_allclose(grad, wide_grad, rtol=1e-6)
+    # and it is the gradient (distinct inputs: no tie moves within h)
+    assert nn.directional_error(pool, x.astype(np.float64), g.astype(np.float64), wide_grad, rng) < 1e-6
 
 
 def test_padding_larger_than_half_kernel_is_refused():
     with pytest.raises(ValueError, match="padding"):
         nn.MaxPool2d(2, padding=2)
+
+
+def test_backward_refuses_a_gradient_of_another_shape(rng):
+    pool = nn.MaxPool2d(2)
+    pool.forward(rng.standard_normal((1, 2, 6, 6)))
+    with pytest.raises(ValueError, match=r"grad_out has shape \(1, 2, 3, 2\).*\(1, 2, 3, 3\)"):
+        pool.backward(np.zeros((1, 2, 3, 2)))

@@ -110,24 +110,24 @@ PARTS = (
     Part("relu_backward", 5, "ReLU backward", 2, ("relu_backward",), _tests(
         "test_nn_activation.py", ("test_relu_backward_worked_example", 3),
         ("test_relu_gradient_matches_finite_differences", 2),
-        ("test_relu_float32_gradient_stays_float32", 2),
+        ("test_relu_float32_gradient_stays_float32", 6.5),
         "test_relu_backward_leaves_the_callers_gradient_alone")),
     Part("conv_backward", 5, "convolution backward (stride, padding, dilation)", 8,
          ("conv_backward", "col2im"), _tests(
              "test_nn_conv.py", ("test_gradients_match_finite_differences", 3),
              ("test_a_stack_of_ssd_layers_each_of_several_chunks_gets_its_gradient", 4),
              "test_many_small_chunks_give_the_same_result",
-             ("test_float32_layer_gets_float32_gradients_added_into_grad", 1.5),
+             ("test_float32_layer_gets_float32_gradients_added_into_grad", 9),
              ("test_without_bias_and_without_input_grad", 0.5))),
     Part("maxpool_backward", 5, "max-pool backward", 4, ("maxpool_backward",), _tests(
         "test_nn_pool.py", ("test_gradient_matches_finite_differences", 3),
         ("test_backward_worked_example", 2),
-        ("test_float32_gradient_stays_float32_and_matches_float64", 1.5))),
+        ("test_float32_gradient_stays_float32_and_matches_float64", 5.5))),
     Part("l2norm_backward", 5, "L2Norm backward", 4, ("l2norm_backward",), _tests(
         "test_nn_norm.py", ("test_l2norm_gradients", 4),
         ("test_l2norm_zero_vector_maps_to_zero_with_a_finite_gradient", 1.5),
         "test_l2norm_gradient_follows_the_eps_of_forward",
-        ("test_l2norm_float32_gradients_added_into_grad", 2.5))),
+        ("test_l2norm_float32_gradients_added_into_grad", 7))),
     Part("sgd_step", 5, "SGD with momentum and weight decay", 4, ("sgd_step",), _tests(
         "test_nn_optim.py", "test_plain_sgd", ("test_sgd_momentum_and_weight_decay_by_hand", 2),
         "test_sgd_nesterov_by_hand",
@@ -167,9 +167,9 @@ PARTS = (
              ("test_tp_fp_takes_the_best_object_not_the_first", 3),
              ("test_tp_fp_a_taken_best_object_is_not_replaced", 2),
              ("test_tp_fp_difficult_objects_are_neither", 3),
-             "test_tp_fp_the_best_object_decides_even_if_difficult", ("test_tp_fp_two_images", 3),
+             "test_tp_fp_the_best_object_decides_even_if_difficult", ("test_tp_fp_two_images", 5),
              "test_tp_fp_threshold_is_inclusive", "test_tp_fp_equal_scores_keep_the_given_order",
-             ("test_tp_fp_matches_the_devkit_on_random_detections", 3), ("test_tp_fp_properties", 2))),
+             ("test_tp_fp_matches_the_devkit_on_random_detections", 15), ("test_tp_fp_properties", 2))),
     Part("voc_ap", 8, "VOC average precision (11-point and area)", 4, ("voc_ap",), _tests(
         "test_evaluate.py", ("test_voc_ap_worked_11_point_example", 3), "test_voc_ap_extremes",
         ("test_voc_ap_area_takes_the_envelope", 3),

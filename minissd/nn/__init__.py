@@ -8,7 +8,7 @@ checks); conv weights (out, in, kh, kw) as in PyTorch; ``forward(x)`` then
 from . import init
 from .activation import ReLU
 from .conv import Conv2d
-from .gradcheck import gradcheck, numerical_gradient, rel_error
+from .gradcheck import directional_error, gradcheck, numerical_gradient, rel_error
 from .module import Module, Parameter, Sequential
 from .norm import BatchNorm2d, L2Norm, set_batchnorm_group
 from .optim import SGD, Adam
@@ -17,4 +17,4 @@ from .schedule import Constant, Cosine, LinearWarmup, MultiStep
 
 __all__ = ["Module", "Parameter", "Sequential", "Conv2d", "ReLU", "MaxPool2d", "BatchNorm2d",
            "L2Norm", "set_batchnorm_group", "SGD", "Adam", "Constant", "MultiStep", "Cosine", "LinearWarmup",
-           "gradcheck", "rel_error", "numerical_gradient", "init"]
+           "gradcheck", "directional_error", "rel_error", "numerical_gradient", "init"]

@@ -43,6 +43,34 @@ def numerical_gradient(loss, x, h=1e-6):
     return grad
 
 
+def directional_error(module, x, grad_out, grad_x, rng, h=1e-5):
+    """How far a float64 layer's gradients are from the gradient, along random directions.
+
+    - module: in float64, after ``backward(grad_out)`` on a fresh ``.grad`` (its parameters'
+      ``.grad`` hold that one backward); x: the float64 input of that forward; grad_x: what
+      backward returned
+    - returns the largest relative error of <grad, v> against (L(x + h v) - L(x - h v)) / 2h,
+      L = sum(module(x) * grad_out), over one random v for the input and one per parameter
+    One loss per direction instead of one per entry: a cheap check for layers too large for
+    ``gradcheck`` (a wrong gradient is off by O(1) along almost every direction).
+    """
+    def loss():
+        return float(np.vdot(grad_out, module.forward(x)))
+
+    def along(array, grad):
+        v, start = rng.standard_normal(array.shape), array.copy()
+        array[...] = start + h * v
+        up = loss()
+        array[...] = start - h * v
+        down = loss()
+        array[...] = start
+        want, got = (up - down) / (2 * h), float(np.vdot(grad, v))
+        return abs(got - want) / max(abs(want), abs(got), 1e-12)
+
+    errors = [along(x, grad_x)] + [along(p.data, p.grad.copy()) for p in module.parameters()]
+    return max(errors)
+
+
 def gradcheck(module_or_fn, inputs, backward=None, h=1e-6, seed=0, details=False):
     """Relative error between analytic and numerical gradients, in float64.
 

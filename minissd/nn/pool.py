@@ -108,6 +108,9 @@ class MaxPool2d(Module):
 
     def backward(self, grad_out):
         H, W = self._input_hw
+        if grad_out.shape != self._argmax.shape:
+            raise ValueError(f"MaxPool2d.backward: grad_out has shape {grad_out.shape}, the last "
+                             f"forward's output was {self._argmax.shape}")
         return maxpool_backward(np.ascontiguousarray(grad_out, dtype=grad_out.dtype), self._argmax, H, W)
 
     def extra_repr(self):
