@@ -55,3 +55,14 @@ def test_relu_and_a_wrong_relu(rng):
             return grad_out * np.where(self._mask, 1.0, 0.1)
 
     assert nn.gradcheck(LeakyByMistake(), x) > 1e-2
+
+
+def test_directional_error_accepts_the_gradient_and_rejects_a_wrong_one(rng):
+    conv = nn.Conv2d(3, 4, 3, padding=1, rng=rng).to(np.float64)
+    x, g = rng.standard_normal((2, 3, 5, 5)), rng.standard_normal((2, 4, 5, 5))
+    conv.forward(x)
+    grad_x = conv.backward(g)
+    assert nn.directional_error(conv, x, g, grad_x, rng) < 1e-7
+    assert nn.directional_error(conv, x, g, 1.1 * grad_x, rng) > 0.05  # the input's gradient off
+    conv.weight.grad *= 0.5
+    assert nn.directional_error(conv, x, g, grad_x, rng) > 0.3  # a parameter's gradient off
