@@ -67,16 +67,12 @@ def per_image_costs(ds, size, n, transform):
     return out
 
 
-def main(argv) -> int:
-    from minissd.data import DataLoader, VOCDataset, default_data_dir, train_transform
-    from minissd.data.loader import DecodeCache
-    from minissd.data.photos import make_photos
-    from minissd.model import build_model
-    from minissd.step import LossConfig, forward_backward
-
+def parser() -> argparse.ArgumentParser:
+    """The command line of ``python -m minissd.bench data``."""
     p = argparse.ArgumentParser(prog="python -m minissd.bench data", description=__doc__.split("\n")[0])
     p.add_argument("--root", default="", help="a VOC folder (default: generated 400x400 photos)")
-    p.add_argument("--images", type=int, default=96, help="generated photos (train split)")
+    p.add_argument("--images", type=int, default=128,
+                   help="generated photos (train split): at least batch x (steps + 1)")
     p.add_argument("--input-size", type=int, default=128, help="network input side (tiny family)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--workers", type=int, default=2, help="threads / processes of the worker rows")
@@ -84,7 +80,17 @@ def main(argv) -> int:
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--max-expand", type=float, default=2.0, help="zoom-out of the augmentation (train's default 2)")
     p.add_argument("--only", default="", help="comma-separated setting numbers to run (default all)")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv) -> int:
+    from minissd.data import DataLoader, VOCDataset, default_data_dir, train_transform
+    from minissd.data.loader import DecodeCache
+    from minissd.data.photos import make_photos
+    from minissd.model import build_model
+    from minissd.step import LossConfig, forward_backward
+
+    args = parser().parse_args(argv)
 
     root = args.root or make_photos(default_data_dir() / f"photos-400-{args.images}", n_train=args.images,
                                     n_val=8)
