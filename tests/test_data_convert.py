@@ -117,3 +117,12 @@ def test_the_old_tiny_voc_command_is_unchanged(tmp_path, monkeypatch):
     monkeypatch.setattr(m, "describe", lambda path: {"images": 0})
     assert main([str(tmp_path / "t"), "--seed", "3"]) == 0
     assert calls == [(str(tmp_path / "t"), 3)]
+
+
+def test_the_data_command_names_its_other_commands(capsys):
+    from minissd.data.__main__ import main
+
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert "minissd.data convert --help" in out and "minissd.data inspect --help" in out

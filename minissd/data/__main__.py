@@ -18,7 +18,10 @@ from .tiny_voc import describe, make_tiny_voc, tiny_voc_path
 
 
 def build_main(argv):
-    p = argparse.ArgumentParser(prog="python -m minissd.data", description="build tiny-voc and print its statistics")
+    p = argparse.ArgumentParser(prog="python -m minissd.data", description="build tiny-voc and print its statistics",
+                                epilog="other commands: 'python -m minissd.data convert --help' (write a dataset "
+                                       "in another format), 'python -m minissd.data inspect --help' (a first look "
+                                       "at a dataset: counts, sizes, pictures, default-box coverage)")
     p.add_argument("root", nargs="?", default=None, help=f"folder to write (default {tiny_voc_path()})")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
