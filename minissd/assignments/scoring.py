@@ -32,12 +32,11 @@ def part_matcher(part):
     return lambda node_id: regex.match(node_id) is not None
 
 
-def pattern_of(part, node_id: str):
-    """The index of the first of ``part``'s patterns that selects ``node_id`` (None: none)."""
-    for k, pattern in enumerate(part.patterns):
-        if re.match(tests_regex([pattern]), node_id):
-            return k
-    return None
+def pattern_finder(part):
+    """A function node_id -> the index of the first of ``part``'s patterns that selects it,
+    or None when none does (the test is not the part's)."""
+    regexes = [re.compile(tests_regex([pattern])) for pattern in part.patterns]
+    return lambda node_id: next((k for k, r in enumerate(regexes) if r.match(node_id)), None)
 
 
 def test_files(part) -> list[str]:
@@ -71,7 +70,7 @@ def score_parts(parts, outcomes: dict, collection_errors: dict | None = None) ->
     scores = []
     for part in parts:
         s = PartScore(part)
-        belongs = part_matcher(part)
+        pattern_of = pattern_finder(part)
         broken = [f for f in collection_errors
                   if any(_file_matches(pf, f) for pf in test_files(part))]
         s.broken = len(broken)
@@ -80,9 +79,9 @@ def score_parts(parts, outcomes: dict, collection_errors: dict | None = None) ->
         failures = []
         passed, run = [0] * len(part.tests), [0] * len(part.tests)
         for node_id, (outcome, message) in outcomes.items():
-            if not belongs(node_id):
+            k = pattern_of(node_id)
+            if k is None:
                 continue
-            k = pattern_of(part, node_id)
             s.run += 1
             run[k] += 1
             if outcome == "passed":
