@@ -68,7 +68,8 @@ class TrainConfig:
     batch_size: int = 16     # the paper: 32; 16 is 1.5x faster per image here and updates twice as often
     bn_group: int = 8        # BatchNorm normalises every this many images of a batch together
     optimizer: str = "sgd"   # "sgd" (the paper's) or "adam"
-    lr: float = 0.02         # peak learning rate (BatchNorm allows 20x the paper's 1e-3)
+    lr: float = 0.06         # peak learning rate (BatchNorm allows 60x the paper's 1e-3; 0.02 until
+                             # 2026-12-04: docs/training-results.md, fourth day)
     momentum: float = 0.9    # the paper's (Adam: its beta1)
     weight_decay: float = 5e-4  # the paper's
     warmup_iters: int = 200  # linear warm-up from lr/3, as lufficc/SSD does

@@ -22,7 +22,7 @@ def test_no_flags_is_the_default_tiny_voc_run():
     cfg = parse_args([])
     assert cfg == TrainConfig(recipe="tiny-voc")  # the recipe is recorded by name
     assert (cfg.model, cfg.iters, cfg.batch_size, cfg.lr, cfg.bn_group, cfg.iou_threshold) == (
-        "tiny", 3600, 16, 0.02, 8, 0.4)
+        "tiny", 3600, 16, 0.06, 8, 0.4)
 
 
 def test_the_papers_recipe_runs_only_when_asked_for():
