@@ -4,7 +4,10 @@
     model, classes, info = minissd.pretrained.load(path)   # any checkpoint.npz of minissd.train
 
 - ``tiny-voc.npz``: the weights of the project's default run (``python -m minissd.train
-  --tiny-voc``), parameters in float16 (half the bytes, detections the same to the eye),
+  --tiny-voc``) as it was at commit e4d21ef, with the recipe's earlier peak lr 0.02 (val mAP
+  0.813; the default since 2026-12-04, lr 0.06, reaches about 0.84, docs/training-results.md:
+  chapters 8-10's figures are measured on this one, so it stays until they are re-measured),
+  parameters in float16 (half the bytes, detections the same to the eye),
   BatchNorm running statistics in float32; read with ``allow_pickle=False``. Loaded into the
   float32 network it describes.
 - ``tiny-voc.json``: how it was made and what it scores: the command, seed, commit, date, the
